@@ -1,0 +1,1 @@
+"""occ: the command-line client of OneClick Clusters."""

@@ -1,0 +1,75 @@
+"""`occ dev`: a real Kubernetes control plane on this machine, for trying things and tests."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+
+import click
+
+import controlplane
+
+
+def _fail(error: Exception) -> None:
+    click.echo(f"error: {error}", err=True)
+    sys.exit(1)
+
+
+@click.group()
+def dev() -> None:
+    """Run a local Kubernetes control plane (etcd and kube-apiserver on loopback).
+
+    The binaries are built from the Go module proxy on first use and cached in
+    ~/.cache/oneclick (set OCC_CACHE_DIR to move it); the control plane's files live in
+    ~/.local/state/oneclick/dev.
+
+    \b
+    Examples:
+      occ dev up && eval "$(occ dev env)" && kubectl get namespaces
+      occ dev down
+    """
+
+
+@dev.command()
+def up() -> None:
+    """Start the control plane, or reuse the one already running, and print its kubeconfig."""
+    try:
+        plane, started = controlplane.up()
+    except (controlplane.ControlPlaneError, controlplane.BuildError) as error:
+        _fail(error)
+        return
+    click.echo(f"{'started' if started else 'reusing'} control plane at {plane.server}", err=True)
+    click.echo(f"kubeconfig: {plane.kubeconfig}", err=True)
+    click.echo(f'use it with: eval "$(occ dev env)"', err=True)
+    click.echo(str(plane.kubeconfig))
+
+
+@dev.command()
+def down() -> None:
+    """Stop the control plane and remove its data."""
+    if controlplane.down():
+        click.echo("control plane stopped", err=True)
+    else:
+        click.echo("no control plane was running", err=True)
+
+
+@dev.command()
+def env() -> None:
+    """Print `export KUBECONFIG=...` for the running control plane, for a shell to eval."""
+    plane = controlplane.running()
+    if plane is None:
+        _fail(RuntimeError("no control plane is running; start one with `occ dev up`"))
+        return
+    click.echo(f"export KUBECONFIG={shlex.quote(str(plane.kubeconfig))}")
+
+
+@dev.command()
+def build() -> None:
+    """Build (or find in the cache) kube-apiserver, kubectl and etcd, and print their paths."""
+    try:
+        paths = controlplane.ensure_binaries()
+    except controlplane.BuildError as error:
+        _fail(error)
+        return
+    for name, path in sorted(paths.items()):
+        click.echo(f"{name}\t{path}")
