@@ -40,7 +40,7 @@ def up() -> None:
         return
     click.echo(f"{'started' if started else 'reusing'} control plane at {plane.server}", err=True)
     click.echo(f"kubeconfig: {plane.kubeconfig}", err=True)
-    click.echo(f'use it with: eval "$(occ dev env)"', err=True)
+    click.echo('use it with: eval "$(occ dev env)"', err=True)
     click.echo(str(plane.kubeconfig))
 
 

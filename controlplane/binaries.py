@@ -43,7 +43,8 @@ class Component:
     @property
     def release(self) -> str:
         gomod = (self.dir / "go.mod").read_text()
-        match = re.search(rf"^\s*(?:require\s+)?{re.escape(self.release_module)} (v\S+)", gomod, re.M)
+        pattern = rf"^\s*(?:require\s+)?{re.escape(self.release_module)} (v\S+)"
+        match = re.search(pattern, gomod, re.M)
         if not match:
             raise BuildError(f"{self.dir / 'go.mod'}: no version for {self.release_module}")
         return match.group(1)
