@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -58,3 +59,28 @@ def kubectl(kubeconfig: Path, *args: str, check: bool = True,
     if check and result.returncode != 0:
         raise AssertionError(f"kubectl {' '.join(args)} failed: {result.stderr}")
     return result
+
+
+@pytest.fixture(scope="session")
+def crds(kubeconfig: Path) -> Path:
+    """Our CustomResourceDefinitions, installed and established."""
+    crd_dir = Path(__file__).resolve().parent.parent / "crds"
+    kubectl(kubeconfig, "apply", "--server-side", "--force-conflicts", "-f", str(crd_dir))
+    kubectl(kubeconfig, "wait", "--for=condition=Established", "--timeout=60s",
+            "crd/clusterlaunches.clusters.oneclick.dev", "crd/launchmembers.clusters.oneclick.dev")
+    # The API server publishes a new CRD's OpenAPI (what `kubectl explain` reads) a little
+    # after it is established.
+    deadline = time.monotonic() + 60
+    while kubectl(kubeconfig, "explain", "clusterlaunch", check=False).returncode != 0:
+        assert time.monotonic() < deadline, "the CRDs' OpenAPI was never published"
+        time.sleep(0.5)
+    return crd_dir
+
+
+@pytest.fixture
+def namespace(kubeconfig: Path, request: pytest.FixtureRequest) -> str:
+    """A namespace of the test's own (no controller deletes namespaces here, so they stay)."""
+    name = "t-" + "".join(c if c.isalnum() else "-" for c in request.node.name.lower())[:40]
+    name = name.strip("-") + "-" + os.urandom(3).hex()
+    kubectl(kubeconfig, "create", "namespace", name)
+    return name

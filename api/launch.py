@@ -1,0 +1,227 @@
+"""ClusterLaunch: one launch of a heterogeneous cluster, as the user describes it.
+
+The spec mirrors the Nimbus cluster document: role entries (Nimbus workspaces) with an image, a
+quantity and what each member provides and requires. The CEL rules below are enforced by the
+API server itself, so a bad document is refused at `kubectl apply` time with a message that
+names the field.
+"""
+
+from __future__ import annotations
+
+import datetime
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import ConfigDict, Field, StringConstraints
+
+from api.base import Model
+from api.conditions import Condition
+
+DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+DURATION = r"^([0-9]{1,6}(h|m|s))+$"
+
+
+def validations(*rules: dict[str, str]) -> dict[str, Any]:
+    """CEL rules for the API server, attached to a field's or a model's JSON schema."""
+    return {"x-kubernetes-validations": list(rules)}
+
+
+def cel(rule: str, message: str, **extra: str) -> dict[str, str]:
+    return {"rule": rule, "message": message, **extra}
+
+
+# A name that must be a DNS-1123 label, checked by CEL so the message says so in words.
+RoleName = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=63),
+    Field(json_schema_extra=validations(cel(
+        f"self.matches('{DNS_LABEL}')",
+        "must be a DNS-1123 label: lower-case letters, digits and '-', "
+        "starting and ending with a letter or digit",
+    ))),
+]
+DataName = Annotated[str, StringConstraints(min_length=1, max_length=63,
+                                            pattern=r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")]
+
+
+def _duration_bounds(low: str, high: str) -> dict[str, Any]:
+    return validations(cel(
+        f"duration(self) >= duration('{low}') && duration(self) <= duration('{high}')",
+        f"must be between {low} and {high}",
+    ))
+
+
+class Requirements(Model):
+    """What the members of a role entry need to know before they configure themselves."""
+
+    roles: list[RoleName] = Field(default_factory=list, max_length=10)
+    """Roles whose members this role needs to know (address, host names, SSH host keys).
+    Each must be provided by some role entry: by its name or in its provides."""
+    data: list[DataName] = Field(default_factory=list, max_length=10)
+    """Names of data items (spec.data) these members need."""
+
+
+class Role(Model):
+    """A group of identical members (a Nimbus workspace): one image, a quantity, a part to play."""
+
+    name: RoleName
+    """Name of the role entry; members are named after it (head-node-0). It is also a role
+    the members provide."""
+    image: str = Field(min_length=1, max_length=253)
+    """Image the members boot from (for the local provider, a folder of samples/images)."""
+    quantity: int = Field(default=1, ge=0, le=10000)
+    """How many members to launch for this role (0 to 10000)."""
+    size: str | None = Field(default=None, max_length=63)
+    """Provider-specific size or instance type."""
+    provides: list[RoleName] = Field(default_factory=list, max_length=10)
+    """Further role names these members provide, besides the entry's own name."""
+    requires: Requirements = Field(default_factory=Requirements)
+    """Roles and data these members need before they configure themselves."""
+    known_hosts: bool = True
+    """Whether the client installs these members' SSH host keys into known_hosts (turn off
+    for large pools of compute nodes nobody logs in to directly)."""
+
+
+class KeySelector(Model):
+    """A key of a Secret or ConfigMap in the launch's namespace."""
+
+    name: str = Field(min_length=1, max_length=253)
+    """Name of the Secret or ConfigMap."""
+    key: str = Field(min_length=1, max_length=253)
+    """Key within it."""
+
+
+class DataSource(Model):
+    """Where a data item's value comes from: exactly one of a Secret key or a ConfigMap key."""
+
+    model_config = ConfigDict(json_schema_extra=validations(cel(
+        "has(self.secretKeyRef) != has(self.configMapKeyRef)",
+        "exactly one of secretKeyRef and configMapKeyRef must be set",
+    )))
+
+    secret_key_ref: KeySelector | None = None
+    """A key of a Secret."""
+    config_map_key_ref: KeySelector | None = None
+    """A key of a ConfigMap."""
+
+
+class DataItem(Model):
+    """Named data sent by the user to the context (a Nimbus <data> element)."""
+
+    model_config = ConfigDict(json_schema_extra=validations(cel(
+        "has(self.value) != has(self.valueFrom)",
+        "exactly one of value and valueFrom must be set",
+    )))
+
+    name: DataName
+    """Name of the data item; roles require it by this name."""
+    value: str | None = Field(default=None, max_length=65536)
+    """The data itself."""
+    value_from: DataSource | None = None
+    """Where to read the data from instead."""
+
+
+class Timeouts(Model):
+    """How long each stage may take before the launch fails."""
+
+    launch: str = Field(default="15m", pattern=DURATION,
+                        json_schema_extra=_duration_bounds("10s", "24h"))
+    """From creation until every member runs (10s to 24h)."""
+    contextualization: str = Field(default="15m", pattern=DURATION,
+                                   json_schema_extra=_duration_bounds("10s", "24h"))
+    """From every member running until every member reported (10s to 24h)."""
+
+
+class FailurePolicy(StrEnum):
+    BACK_OUT = "BackOut"
+    KEEP = "Keep"
+
+
+class ClusterLaunchSpec(Model):
+    """A cluster to launch: its roles, the data for its context and how long it lives."""
+
+    model_config = ConfigDict(json_schema_extra=validations(
+        cel(
+            "self.roles.all(r, r.requires.roles.all(q, self.roles.exists(p, "
+            "p.name == q || q in p.provides)))",
+            "every role named in roles[].requires.roles must be provided by some role entry "
+            "(its name or its provides)",
+            fieldPath=".roles",
+        ),
+        cel(
+            "self.roles.all(r, r.requires.data.all(d, "
+            "has(self.data) && self.data.exists(i, i.name == d)))",
+            "every data name in roles[].requires.data must be declared in spec.data",
+            fieldPath=".roles",
+        ),
+    ))
+
+    provider: str | None = Field(default=None, max_length=63, pattern=DNS_LABEL)
+    """Which configured provider launches the members (default: the controller's default)."""
+    lifetime: str = Field(default="1h", pattern=DURATION,
+                          json_schema_extra=_duration_bounds("1m", "8760h"))
+    """How long the launch lives (1m to 8760h); every instance is terminated at expiresAt."""
+    ssh_authorized_keys: list[Annotated[str, StringConstraints(max_length=16384)]] = Field(
+        default_factory=list, max_length=32)
+    """Public keys of the user, trusted for logins as root on every member."""
+    roles: list[Role] = Field(
+        min_length=1, max_length=50,
+        json_schema_extra=validations(cel(
+            "self.all(r, self.exists_one(o, o.name == r.name))", "role names must be unique")),
+    )
+    """The role entries of the cluster."""
+    data: list[DataItem] = Field(
+        default_factory=list, max_length=64,
+        json_schema_extra=validations(cel(
+            "self.all(d, self.exists_one(o, o.name == d.name))", "data names must be unique")),
+    )
+    """Named data for the context; roles require it by name."""
+    hosts_file: bool = True
+    """Populate /etc/hosts on every member with every member."""
+    ssh_host_based: bool = True
+    """Set up SSH host-based authentication across all accounts of all members."""
+    timeouts: Timeouts = Field(default_factory=Timeouts)
+    """Time limits of the launch's stages."""
+    on_failure: FailurePolicy = FailurePolicy.BACK_OUT
+    """What to do when a member fails: BackOut terminates every instance (reports are kept),
+    Keep leaves them running for inspection."""
+
+
+Phase = Literal["Pending", "Launching", "Contextualizing", "Ready", "Failed", "Expired",
+                "Terminating"]
+
+
+class MemberCounts(Model):
+    """How many members are in each state."""
+
+    total: int = 0
+    launched: int = 0
+    running: int = 0
+    identified: int = 0
+    contextualized: int = 0
+    failed: int = 0
+
+
+class ClusterLaunchStatus(Model):
+    """What the controller observed of the launch; conditions are the truth, phase a summary."""
+
+    phase: Phase | None = None
+    """Summary of the conditions: Pending, Launching, Contextualizing, Ready, Failed,
+    Expired or Terminating."""
+    conditions: list[Condition] = Field(
+        default_factory=list, max_length=16,
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
+    )
+    """MembersLaunched, MembersRunning, Contextualized, Ready and Failed."""
+    observed_generation: int | None = None
+    """The .metadata.generation this status was computed for."""
+    expires_at: datetime.datetime | None = None
+    """When every instance is terminated (creation plus spec.lifetime)."""
+    members: MemberCounts | None = None
+    """Counts of members per state."""
+    ready_members: str | None = Field(default=None, max_length=32)
+    """Contextualized members over all members, as 2/3."""
+    head_node: str | None = Field(default=None, max_length=253)
+    """Host name of the first member of the first role: where to log in."""
+    ready_at: datetime.datetime | None = None
+    """When the launch first became Ready."""
