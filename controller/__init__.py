@@ -1,0 +1,1 @@
+"""The OneClick Clusters controller: a kopf operator, its providers and the context broker."""

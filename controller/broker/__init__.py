@@ -1,0 +1,1 @@
+"""The context broker: an HTTPS service, inside the controller, that the agents talk to."""

@@ -1,0 +1,159 @@
+"""A thin async client for the Kubernetes API: the few verbs the controller and broker use.
+
+kopf drives the reconcilers; this client serves the rest (the broker's status writes, its
+watch cache, Secrets). Credentials come from the `kubernetes` package's own loaders, so every
+kubeconfig it understands works, and in-cluster service accounts too.
+"""
+
+from __future__ import annotations
+
+import json
+import ssl
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import httpx
+from kubernetes import client as k8s_client
+from kubernetes import config as k8s_config
+
+from api import API_VERSION, GROUP, VERSION
+
+JSON = dict[str, Any]
+APPLY = "application/apply-patch+yaml"
+MERGE = "application/merge-patch+json"
+
+
+class ApiError(RuntimeError):
+    """The API server answered with an error status."""
+
+    def __init__(self, status: int, body: str, what: str) -> None:
+        self.status = status
+        try:
+            self.reason = json.loads(body).get("message", body)
+        except ValueError:
+            self.reason = body
+        super().__init__(f"{what}: {status} {self.reason}")
+
+
+def _configuration(kubeconfig: Path | None, context: str | None) -> k8s_client.Configuration:
+    configuration = k8s_client.Configuration()
+    if kubeconfig is None and Path("/var/run/secrets/kubernetes.io/serviceaccount/token").exists():
+        k8s_config.load_incluster_config(client_configuration=configuration)
+    else:
+        k8s_config.load_kube_config(
+            config_file=str(kubeconfig) if kubeconfig else None, context=context,
+            client_configuration=configuration,
+        )
+    return configuration
+
+
+def _plural(kind: str) -> str:
+    return {"ClusterLaunch": "clusterlaunches", "LaunchMember": "launchmembers"}[kind]
+
+
+def custom_path(kind: str, namespace: str | None = None, name: str | None = None,
+                subresource: str | None = None) -> str:
+    """The URL path of our own resources."""
+    path = f"/apis/{GROUP}/{VERSION}"
+    if namespace:
+        path += f"/namespaces/{namespace}"
+    path += f"/{_plural(kind)}"
+    if name:
+        path += f"/{name}"
+    if subresource:
+        path += f"/{subresource}"
+    return path
+
+
+def core_path(plural: str, namespace: str, name: str | None = None) -> str:
+    return f"/api/v1/namespaces/{namespace}/{plural}" + (f"/{name}" if name else "")
+
+
+class KubeClient:
+    """One pooled HTTPS connection set to the API server, for the lifetime of a process."""
+
+    def __init__(
+        self,
+        kubeconfig: Path | None = None,
+        context: str | None = None,
+        impersonate: str | None = None,
+        timeout: float = 30.0,
+    ) -> None:
+        configuration = _configuration(kubeconfig, context)
+        tls = ssl.create_default_context(cafile=configuration.ssl_ca_cert)
+        if not configuration.verify_ssl:
+            tls.check_hostname = False
+            tls.verify_mode = ssl.CERT_NONE
+        if configuration.cert_file:
+            tls.load_cert_chain(configuration.cert_file, configuration.key_file)
+        headers = {"Accept": "application/json"}
+        token = configuration.api_key.get("authorization") or configuration.api_key.get(
+            "BearerToken")
+        if token:
+            headers["Authorization"] = token if " " in token else f"Bearer {token}"
+        if impersonate:
+            headers["Impersonate-User"] = impersonate
+        self.host = configuration.host
+        self._http = httpx.AsyncClient(
+            base_url=configuration.host, verify=tls, headers=headers,
+            timeout=httpx.Timeout(timeout, connect=10.0),
+            limits=httpx.Limits(max_connections=64, max_keepalive_connections=32),
+        )
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def request(self, method: str, path: str, *, body: Any = None,
+                      content_type: str = "application/json",
+                      params: dict[str, str] | None = None) -> JSON:
+        content = None if body is None else json.dumps(body).encode()
+        headers = {"Content-Type": content_type} if content is not None else {}
+        response = await self._http.request(method, path, content=content, headers=headers,
+                                            params=params)
+        if response.status_code >= 400:
+            raise ApiError(response.status_code, response.text, f"{method} {path}")
+        result: JSON = response.json()
+        return result
+
+    async def get(self, path: str) -> JSON:
+        return await self.request("GET", path)
+
+    async def list(self, path: str, **params: str) -> JSON:
+        return await self.request("GET", path, params=params)
+
+    async def create(self, path: str, body: JSON) -> JSON:
+        return await self.request("POST", path, body=body)
+
+    async def merge_patch(self, path: str, body: JSON) -> JSON:
+        return await self.request("PATCH", path, body=body, content_type=MERGE)
+
+    async def apply(self, path: str, body: JSON, manager: str) -> JSON:
+        """Server-side apply: each writer owns only the fields (and condition types) it sets."""
+        return await self.request("PATCH", path, body=body, content_type=APPLY,
+                                  params={"fieldManager": manager, "force": "true"})
+
+    async def delete(self, path: str) -> JSON:
+        return await self.request("DELETE", path)
+
+    async def watch(self, path: str, resource_version: str,
+                    timeout_seconds: int = 300) -> AsyncIterator[JSON]:
+        """Events of one watch request, until the server ends it."""
+        params = urlencode({"watch": "true", "resourceVersion": resource_version,
+                            "allowWatchBookmarks": "true", "timeoutSeconds": timeout_seconds})
+        async with self._http.stream(
+            "GET", f"{path}?{params}", timeout=httpx.Timeout(timeout_seconds + 30, connect=10.0)
+        ) as response:
+            if response.status_code >= 400:
+                raise ApiError(response.status_code, (await response.aread()).decode(),
+                               f"watch {path}")
+            async for line in response.aiter_lines():
+                if line:
+                    yield json.loads(line)
+
+
+def apply_body(kind: str, name: str, namespace: str, **sections: Any) -> JSON:
+    """A minimal server-side-apply document for one of our resources."""
+    return {"apiVersion": API_VERSION, "kind": kind,
+            "metadata": {"name": name, "namespace": namespace}, **sections}

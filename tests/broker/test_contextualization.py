@@ -1,0 +1,203 @@
+"""Three agents of a head/compute cluster contextualize through the real broker, over real TLS,
+with their statuses in the real API server; a failing role script is reported; a broker killed
+mid-way loses nothing."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from api.protocol import Context
+from tests.broker.staging import (
+    StagedMember,
+    make_image,
+    member_status,
+    stage_launch,
+    start_agent,
+)
+from tests.controller_process import ControllerProcess
+
+SAMPLES = Path(__file__).resolve().parents[2] / "samples"
+HEAD, COMPUTE_0, COMPUTE_1 = "base-head-node-0", "base-compute-nodes-0", "base-compute-nodes-1"
+ADDRESSES = {HEAD: "127.10.0.1", COMPUTE_0: "127.10.0.2", COMPUTE_1: "127.10.0.3"}
+IMAGE = {
+    "roles.d/batch-server": 0, "roles.d/nfs-server": 0,
+    "roles.d/batch-client": 0, "roles.d/nfs-client": 0,
+    "thisnode.d/10-self": 0, "data.d/gridmap": 0,
+    "restarts.d/batch-server": 0, "restarts.d/batch-client": 0,
+    "ready.d/99-ready": 0,
+}
+
+
+def base_cluster_spec() -> dict[str, Any]:
+    spec: dict[str, Any] = yaml.safe_load((SAMPLES / "base-cluster.yaml").read_text())["spec"]
+    spec["sshAuthorizedKeys"] = ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOneClickUserKeyForTests jane"]
+    return spec
+
+
+def short(member: str) -> str:
+    return member.removeprefix("base-")
+
+
+def run_agents(controller: ControllerProcess, namespace: str, members: dict[str, StagedMember],
+               roots: dict[str, Path], names: list[str]) -> dict[str, tuple[int, str]]:
+    ca = controller.ca_pem()
+    agents = {
+        name: start_agent(roots[name], members[name].bootstrap(
+            namespace, "base", controller.broker_url, ca), short(name), ADDRESSES[name])
+        for name in names
+    }
+    results = {}
+    for name, agent in agents.items():
+        output, _ = agent.communicate(timeout=180)
+        results[name] = (agent.returncode, output)
+    return results
+
+
+def test_three_agents_contextualize_and_configure_themselves(
+    controller: ControllerProcess, kubeconfig: Path, namespace: str, token_key: bytes,
+    tmp_path: Path,
+) -> None:
+    members = stage_launch(kubeconfig, namespace, "base", base_cluster_spec(), token_key)
+    roots = {name: tmp_path / short(name) for name in members}
+    for root in roots.values():
+        make_image(root, IMAGE)
+        (root / "etc").mkdir(exist_ok=True)
+        (root / "etc" / "hosts").write_text("127.0.0.1 localhost\n")
+
+    results = run_agents(controller, namespace, members, roots, list(members))
+    for name, (code, output) in results.items():
+        assert code == 0, f"{name}: {output}"
+
+    # Every member's status has its identity and its ok report.
+    for name in members:
+        status = member_status(kubeconfig, namespace, name)
+        assert status["phase"] == "Ready"
+        assert status["identity"]["hostname"] == short(name)
+        assert status["identity"]["addresses"] == [ADDRESSES[name]]
+        keys = {k.split()[0] for k in status["identity"]["sshHostKeys"]}
+        assert {"ssh-ed25519", "ssh-rsa"} <= keys
+        assert status["report"]["ok"] is True
+        types = {c["type"]: c["status"] for c in status["conditions"]}
+        assert types["IdentityProvided"] == "True" and types["Contextualized"] == "True"
+        assert "token" not in json.dumps(status).replace("tokenHash", "")
+
+    head = roots[HEAD]
+    statuses = {name: member_status(kubeconfig, namespace, name) for name in members}
+
+    # /etc/hosts: the original line kept, a managed block with every member.
+    hosts = (head / "etc" / "hosts").read_text()
+    assert hosts.startswith("127.0.0.1 localhost\n")
+    for name in members:
+        assert f"{ADDRESSES[name]} {short(name)}.oneclick.test {short(name)}" in hosts
+
+    # Host-based SSH: every member's every key in ssh_known_hosts; every member in the
+    # equivalence files.
+    known = (head / "etc" / "ssh" / "ssh_known_hosts").read_text()
+    for name, status in statuses.items():
+        for key in status["identity"]["sshHostKeys"]:
+            keytype, blob = key.split()[:2]
+            assert (f"{short(name)},{short(name)}.oneclick.test,{ADDRESSES[name]} "
+                    f"{keytype} {blob}") in known
+    for equiv in ("etc/ssh/shosts.equiv", "etc/hosts.equiv", "root/.shosts"):
+        text = (head / equiv).read_text()
+        assert all(short(n) in text and ADDRESSES[n] in text for n in members), equiv
+    assert "HostbasedAuthentication yes" in (
+        head / "etc/ssh/sshd_config.d/50-oneclick.conf").read_text()
+    assert "jane" in (head / "root/.ssh/authorized_keys").read_text()
+
+    # The context files: JSON, env, one file per required role.
+    context = Context.model_validate_json((head / "var/lib/oneclick/context.json").read_text())
+    assert context.member.member == HEAD
+    assert sorted(context.required_roles) == ["batch-client", "nfs-client"]
+    assert [p.member for p in context.required_roles["batch-client"]] == [COMPUTE_0, COMPUTE_1]
+    assert context.data == {"gridmap": '"/O=Grid/OU=OneClick/CN=Jane Doe" jobrun\n'}
+    assert (head / "var/lib/oneclick/roles/batch-client").read_text().splitlines() == [
+        f"{ADDRESSES[COMPUTE_0]} compute-nodes-0 compute-nodes-0.oneclick.test",
+        f"{ADDRESSES[COMPUTE_1]} compute-nodes-1 compute-nodes-1.oneclick.test",
+    ]
+    env = (head / "var/lib/oneclick/context.env").read_text()
+    assert "OCC_HOSTNAME=head-node-0" in env and "OCC_ROLE_BATCH_CLIENT_HOSTS=" in env
+
+    # The role scripts, in the Nimbus order, with the Nimbus arguments.
+    fqdn = "head-node-0.oneclick.test"
+    c0, c1 = ADDRESSES[COMPUTE_0], ADDRESSES[COMPUTE_1]
+    assert (head / "var/log/role-calls").read_text().splitlines() == [
+        f"roles.d/batch-client {c0} compute-nodes-0 compute-nodes-0.oneclick.test",
+        f"roles.d/batch-client {c1} compute-nodes-1 compute-nodes-1.oneclick.test",
+        f"roles.d/nfs-client {c0} compute-nodes-0 compute-nodes-0.oneclick.test",
+        f"roles.d/nfs-client {c1} compute-nodes-1 compute-nodes-1.oneclick.test",
+        f"thisnode.d/10-self {ADDRESSES[HEAD]} head-node-0 {fqdn}",
+        f"data.d/gridmap {head}/var/lib/oneclick/data/gridmap",
+        "restarts.d/batch-client ",
+        "ready.d/99-ready ",
+    ]
+    compute_calls = (roots[COMPUTE_0] / "var/log/role-calls").read_text().splitlines()
+    assert compute_calls[0] == f"roles.d/batch-server {ADDRESSES[HEAD]} head-node-0 {fqdn}"
+    assert not (roots[COMPUTE_0] / "var/lib/oneclick/data/gridmap").exists()
+
+
+def test_a_failing_role_script_is_reported_with_its_step_code_and_log(
+    controller: ControllerProcess, kubeconfig: Path, namespace: str, token_key: bytes,
+    tmp_path: Path,
+) -> None:
+    members = stage_launch(kubeconfig, namespace, "base", base_cluster_spec(), token_key)
+    roots = {name: tmp_path / short(name) for name in members}
+    for name, root in roots.items():
+        make_image(root, {**IMAGE, "roles.d/batch-server": 7} if "compute" in name else IMAGE)
+
+    results = run_agents(controller, namespace, members, roots, list(members))
+    assert results[HEAD][0] == 0
+    assert results[COMPUTE_0][0] == 1
+
+    status = member_status(kubeconfig, namespace, COMPUTE_0)
+    report = status["report"]
+    assert status["phase"] == "Failed"
+    assert report["ok"] is False and report["exitCode"] == 7
+    assert report["failedStep"].startswith("etc/oneclick/roles.d/batch-server 127.10.0.1")
+    assert "roles.d/batch-server is failing" in report["logTail"]
+    assert [s["exitCode"] for s in report["steps"]][-1] == 7
+    contextualized = next(c for c in status["conditions"] if c["type"] == "Contextualized")
+    assert contextualized["status"] == "False" and contextualized["reason"] == "StepFailed"
+
+
+def test_a_broker_killed_midway_loses_nothing(
+    controller: ControllerProcess, kubeconfig: Path, namespace: str, token_key: bytes,
+    tmp_path: Path,
+) -> None:
+    members = stage_launch(kubeconfig, namespace, "base", base_cluster_spec(), token_key)
+    roots = {name: tmp_path / short(name) for name in members}
+    for root in roots.values():
+        make_image(root, IMAGE)
+    ca = controller.ca_pem()
+    first = {
+        name: start_agent(roots[name], members[name].bootstrap(
+            namespace, "base", controller.broker_url, ca), short(name), ADDRESSES[name])
+        for name in (HEAD, COMPUTE_0)
+    }
+    # Both have provided identity and are waiting for the third member's.
+    _wait_for(lambda: all(member_status(kubeconfig, namespace, n).get("identity")
+                          for n in first))
+    controller.kill()
+    controller.start()  # same port, same CA (kept in its Secret), state from the API server
+    results = run_agents(controller, namespace, members, roots, [COMPUTE_1])
+    assert results[COMPUTE_1][0] == 0, results[COMPUTE_1][1]
+    for name, agent in first.items():
+        output, _ = agent.communicate(timeout=180)
+        assert agent.returncode == 0, f"{name}: {output}"
+    for name in members:
+        status = member_status(kubeconfig, namespace, name)
+        assert status["report"]["ok"] is True, name
+        assert status["phase"] == "Ready"
+
+
+def _wait_for(check: Any, timeout: float = 60.0) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.2)

@@ -1,0 +1,85 @@
+"""The real controller (`occ-controller`) as a child process of the tests: start, kill, restart."""
+
+from __future__ import annotations
+
+import base64
+import os
+import signal
+import ssl
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from controlplane.local import free_port
+from tests.conftest import kubectl
+
+
+@dataclass
+class ControllerProcess:
+    kubeconfig: Path
+    namespace: str  # where the controller keeps its Secrets
+    log: Path
+    extra_env: dict[str, str] = field(default_factory=dict)
+    broker_port: int = field(default_factory=free_port)
+    metrics_port: int = field(default_factory=free_port)
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def broker_url(self) -> str:
+        return f"https://127.0.0.1:{self.broker_port}"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://127.0.0.1:{self.metrics_port}/metrics"
+
+    def start(self, timeout: float = 60.0) -> None:
+        env = dict(os.environ, KUBECONFIG=str(self.kubeconfig), OCC_NAMESPACE=self.namespace,
+                   OCC_BROKER_LISTEN="127.0.0.1", OCC_BROKER_PORT=str(self.broker_port),
+                   OCC_METRICS_PORT=str(self.metrics_port), OCC_HEALTH_PORT="0",
+                   **self.extra_env)
+        with open(self.log, "ab") as out:
+            self.process = subprocess.Popen(["occ-controller"], env=env, stdout=out,
+                                            stderr=subprocess.STDOUT)
+        self.wait_ready(timeout)
+
+    def wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.process is not None
+            if self.process.poll() is not None:
+                raise AssertionError(f"occ-controller exited {self.process.returncode}:\n"
+                                     + self.log.read_text()[-3000:])
+            try:
+                if httpx.get(f"{self.broker_url}/healthz", verify=self.tls(),
+                             timeout=2).status_code == 200:
+                    return
+            except (httpx.HTTPError, AssertionError, ssl.SSLError):
+                pass
+            time.sleep(0.2)
+        raise AssertionError("the broker never became ready:\n" + self.log.read_text()[-3000:])
+
+    def ca_pem(self) -> str:
+        data = kubectl(self.kubeconfig, "get", "secret", "oneclick-broker-ca", "-n",
+                       self.namespace, "-o", "jsonpath={.data.tls\\.crt}").stdout
+        assert data, "the controller made no broker CA Secret"
+        return base64.b64decode(data).decode()
+
+    def tls(self) -> ssl.SSLContext:
+        return ssl.create_default_context(cadata=self.ca_pem())
+
+    def kill(self) -> None:
+        """SIGKILL: no cleanup, no goodbye, as a crash."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(10)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                self.kill()
