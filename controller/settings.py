@@ -7,12 +7,14 @@
 | OCC_DEFAULT_PROVIDER | local | provider of launches that name none |
 | OCC_BROKER_LISTEN | 0.0.0.0 | address the broker listens on |
 | OCC_BROKER_PORT | 8443 | port the broker listens on (0: any free port) |
-| OCC_BROKER_URL | https://<first broker name>:<port> | the broker's URL as VMs reach it |
-| OCC_BROKER_NAMES | 127.0.0.1,localhost | host names and addresses in the broker's certificate |
+| OCC_BROKER_URL | https://<provider's broker address>:<port> | the broker's URL as VMs reach it |
+| OCC_BROKER_NAMES | 127.0.0.1,localhost | more names and addresses for the broker's certificate |
 | OCC_BROKER_CA_SECRET | oneclick-broker-ca | Secret holding the broker CA (made when absent) |
 | OCC_TOKEN_KEY_SECRET | oneclick-token-key | Secret holding the key bootstrap tokens derive from |
 | OCC_METRICS_PORT | 9090 | Prometheus metrics port (0: off) |
 | OCC_HEALTH_PORT | 8080 | kopf liveness endpoint port (0: off) |
+| OCC_LOCAL_STATE_DIR | ~/.local/state/oneclick/local | where the local provider keeps its members |
+| OCC_LOCAL_IMAGES_DIR | samples/images | the local provider's image folders |
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ class Settings(BaseModel):
     token_key_secret: str = "oneclick-token-key"  # noqa: S105  a Secret's name
     metrics_port: int = Field(default=9090, ge=0, le=65535)
     health_port: int = Field(default=8080, ge=0, le=65535)
+    local_state_dir: str | None = None
+    local_images_dir: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -48,6 +52,6 @@ class Settings(BaseModel):
             values[name] = [v.strip() for v in raw.split(",") if v.strip()] if is_list else raw
         return cls.model_validate(values)
 
-    def broker_url_for(self, port: int) -> str:
-        """The URL VMs use: the one configured, else the first certificate name."""
-        return self.broker_url or f"https://{self.broker_names[0]}:{port}"
+    def broker_url_for(self, host: str, port: int) -> str:
+        """The URL members use: the one configured, else the provider's broker address."""
+        return self.broker_url or f"https://{host}:{port}"

@@ -18,7 +18,7 @@ import json
 from dataclasses import dataclass, field
 
 from api.protocol import Pending
-from controller.broker.cache import Key, LaunchCache, LaunchRecord, MemberRecord
+from controller.cache import Key, LaunchCache, LaunchRecord, MemberRecord
 from controller.kube import JSON, ApiError, KubeClient, core_path
 
 WAITING_FOR_SHOWN = 10

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 from pydantic import BaseModel
-
 from pydantic.json_schema import models_json_schema
 
 from api.protocol import Context, Identity, Pending, Problem, Report

@@ -22,8 +22,8 @@ from pydantic import BaseModel, ValidationError
 from api.protocol import Identity, Pending, Report
 from controller import metrics
 from controller.broker import openapi, tokens
-from controller.broker.cache import LaunchCache, MemberRecord
 from controller.broker.context import ContextBuilder, DataUnavailable, LaunchGone
+from controller.cache import LaunchCache, MemberRecord
 from controller.kube import JSON, ApiError, KubeClient, apply_body, custom_path
 
 logger = logging.getLogger(__name__)

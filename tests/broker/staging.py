@@ -1,4 +1,4 @@
-"""Launches staged the way the controller stages them: a ClusterLaunch, one LaunchMember per
+"""Paused launches, staged by the test the way the controller stages them: a ClusterLaunch, one LaunchMember per
 role instance, each with a bootstrap token whose hash alone is in its status; and real agent
 processes that boot from a member's bootstrap into a root directory of their own."""
 
@@ -15,6 +15,7 @@ from typing import Any
 from api import API_VERSION
 from api.protocol import Bootstrap
 from controller.broker import tokens
+from controller.operator import PAUSED
 from tests.conftest import kubectl
 
 SCRIPT = """#!/bin/sh
@@ -41,14 +42,16 @@ class StagedMember:
 def stage_launch(kubeconfig: Path, namespace: str, name: str, spec: dict[str, Any],
                  key: bytes) -> dict[str, StagedMember]:
     launch = {"apiVersion": API_VERSION, "kind": "ClusterLaunch",
-              "metadata": {"name": name, "namespace": namespace}, "spec": spec}
+              "metadata": {"name": name, "namespace": namespace, "annotations": {PAUSED: "true"}},
+              "spec": spec}
     kubectl(kubeconfig, "create", "-f", "-", stdin=json.dumps(launch))
     members: dict[str, StagedMember] = {}
     for role in spec["roles"]:
         for index in range(role.get("quantity", 1)):
             member = f"{name}-{role['name']}-{index}"
             body = {"apiVersion": API_VERSION, "kind": "LaunchMember",
-                    "metadata": {"name": member, "namespace": namespace},
+                    "metadata": {"name": member, "namespace": namespace,
+                                 "annotations": {PAUSED: "true"}},
                     "spec": {"cluster": name, "role": role["name"], "index": index,
                              "image": role["image"], "provider": "local"}}
             created = json.loads(kubectl(kubeconfig, "create", "-o", "json", "-f", "-",

@@ -1,9 +1,9 @@
-"""What the broker knows of launches and members: a watch cache of the API server.
+"""What the controller knows of launches and members: a watch cache of the API server.
 
 The API server holds the truth; this is its reflection in memory, filled by list-then-watch
-(so a restarted broker knows everything again once it has listed) and by the broker's own
-writes (so an agent's identity counts the moment it is stored). Context requests are answered
-from here: no request lists anything.
+(so a restarted controller knows everything again once it has listed) and by our own writes
+(so an agent's identity counts the moment it is stored). The broker answers context requests
+from here and the reconcile loop reads members from here: nothing lists per request or tick.
 """
 
 from __future__ import annotations
@@ -35,6 +35,9 @@ class MemberRecord:
     identity: JSON | None = None  # wire form of api.protocol.Identity
     report: JSON | None = None  # wire form of api.protocol.Report
     conditions: list[JSON] = field(default_factory=list)
+    spec: JSON = field(default_factory=dict)
+    status: JSON = field(default_factory=dict)
+    deleting: bool = False
 
     @property
     def cluster_key(self) -> Key:
@@ -49,6 +52,7 @@ class MemberRecord:
             index=int(spec.get("index", 0)), resource_version=meta.get("resourceVersion", "0"),
             token_hash=status.get("tokenHash"), identity=status.get("identity"),
             report=status.get("report"), conditions=status.get("conditions") or [],
+            spec=spec, status=status, deleting="deletionTimestamp" in meta,
         )
 
 
@@ -60,13 +64,14 @@ class LaunchRecord:
     spec: JSON
     resource_version: str
     deleting: bool = False
+    obj: JSON = field(default_factory=dict)
 
     @classmethod
     def from_object(cls, obj: JSON) -> LaunchRecord:
         meta = obj["metadata"]
         return cls(namespace=meta["namespace"], name=meta["name"], uid=meta["uid"],
                    spec=obj.get("spec", {}), resource_version=meta.get("resourceVersion", "0"),
-                   deleting="deletionTimestamp" in meta)
+                   deleting="deletionTimestamp" in meta, obj=obj)
 
 
 def _newer(incoming: str, stored: str) -> bool:

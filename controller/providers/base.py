@@ -1,0 +1,73 @@
+"""The provider interface: how the controller asks a cloud (or this machine) for instances.
+
+Every call is idempotent: `launch` with the same idempotency key returns the instance it
+already made (a controller that crashed between a launch and writing its result down must
+never make a second one); `describe` and `terminate` take many instances at once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Protocol
+
+
+class InstanceState(StrEnum):
+    PENDING = "pending"  # accepted, not yet booted
+    RUNNING = "running"  # booted (the agent may still be working)
+    FAILED = "failed"  # died or could not start
+    TERMINATED = "terminated"  # gone, or never existed
+
+
+@dataclass(frozen=True)
+class LaunchRequest:
+    """One member to launch."""
+
+    idempotency_key: str  # the LaunchMember's uid
+    namespace: str
+    cluster: str
+    member: str
+    role: str
+    index: int
+    image: str
+    size: str | None
+    user_data: str  # the bootstrap (JSON); the one secret the instance receives
+
+
+@dataclass(frozen=True)
+class Instance:
+    id: str
+    state: InstanceState
+    addresses: list[str] = field(default_factory=list)
+    message: str = ""
+
+
+class ProviderError(RuntimeError):
+    """A provider call failed; `permanent` ones (bad image, exhausted pool) are not retried."""
+
+    def __init__(self, message: str, permanent: bool = False) -> None:
+        super().__init__(message)
+        self.permanent = permanent
+
+
+class Provider(Protocol):
+    name: str
+
+    @property
+    def broker_host(self) -> str:
+        """The address at which this provider's instances reach the controller's broker."""
+        ...
+
+    def limitations(self) -> list[str]:
+        """What this provider cannot offer here (shown to users and to tests)."""
+        ...
+
+    async def launch(self, request: LaunchRequest) -> Instance: ...
+
+    async def lookup(self, idempotency_key: str) -> Instance | None:
+        """The instance a launch with this key made, if any (a crash may have hidden it)."""
+        ...
+
+    async def describe(self, instance_ids: list[str]) -> dict[str, Instance]: ...
+
+    async def terminate(self, instance_ids: list[str]) -> None: ...

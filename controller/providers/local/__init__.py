@@ -1,0 +1,302 @@
+"""The local provider: members are real agent processes on this machine.
+
+Each member gets a root directory made from its role's image folder (`<images>/<image>/`) and a
+directory named by its idempotency key, so a relaunch after a crash finds what it made.
+
+- With root (as on CI), each member lives in its own network, mount and UTS namespaces: its own
+  address on a private bridge, its own host name, its own /etc, /root, /home, /opt, /var/log
+  and /var/lib/oneclick (bind-mounted from its root directory), and its own OpenSSH sshd using
+  the host keys its agent generated. Host-based SSH between members is real.
+- Without root, each member is an agent process with its own loopback address (127.213.x.y)
+  and root directory; `limitations()` says what that mode cannot offer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from controller.providers.base import Instance, InstanceState, LaunchRequest, ProviderError
+from controller.providers.local import network
+
+NAMESPACED_INIT = """#!/bin/sh
+# Boot of local member {member}, inside its own network, mount and UTS namespaces.
+set -u
+hostname {hostname}
+for d in etc root home opt var/lib/oneclick var/log; do
+  mkdir -p {root}/$d /$d
+  mount --bind {root}/$d /$d || exit 1
+done
+mkdir -p /run/sshd
+{agent} --root / --host-keys-only || exit 1
+{sshd} -D -e -o PidFile=none &
+sshd=$!
+{agent} --bootstrap /var/lib/oneclick/bootstrap.json --root / \\
+  --hostname {hostname} --fqdn {fqdn} --address {address}
+echo "occ-agent exited with code $?"
+kill -HUP $sshd  # pick up what contextualization changed (host-based authentication)
+wait $sshd
+"""
+
+LOOPBACK_INIT = """#!/bin/sh
+# Boot of local member {member}: an agent process with its own loopback address and root.
+set -u
+{agent} --bootstrap {root}/var/lib/oneclick/bootstrap.json --root {root} \\
+  --hostname {hostname} --fqdn {fqdn} --address {address}
+echo "occ-agent exited with code $?"
+exec sleep infinity  # the member stays up, like a VM whose agent has finished
+"""
+
+DOMAIN = "oneclick.local"
+
+
+@dataclass
+class InstanceRecord:
+    id: str
+    member: str
+    hostname: str
+    address: str
+    namespaced: bool
+    pid: int | None = None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def default_images_dir() -> Path:
+    return Path(__file__).resolve().parents[3] / "samples" / "images"
+
+
+def default_state_dir() -> Path:
+    base = os.environ.get("XDG_STATE_HOME")
+    return (Path(base) if base else Path.home() / ".local" / "state") / "oneclick" / "local"
+
+
+class LocalProvider:
+    name = "local"
+
+    def __init__(self, state_dir: Path | None = None, images_dir: Path | None = None,
+                 namespaced: bool | None = None) -> None:
+        self.state_dir = state_dir or default_state_dir()
+        self.images_dir = images_dir or default_images_dir()
+        can_namespace = os.geteuid() == 0 and bool(shutil.which("unshare")) and bool(
+            shutil.which("ip") or Path("/usr/sbin/ip").exists())
+        self.namespaced = can_namespace if namespaced is None else namespaced
+        self._lock = asyncio.Lock()
+        self._children: dict[int, subprocess.Popen[bytes]] = {}
+        self._agent = shutil.which("occ-agent") or str(Path(sys.executable).parent / "occ-agent")
+
+    # -- what this machine offers ---------------------------------------------------------
+
+    @property
+    def broker_host(self) -> str:
+        return network.GATEWAY if self.namespaced else "127.0.0.1"
+
+    def limitations(self) -> list[str]:
+        if self.namespaced:
+            return []
+        return [
+            "members share this machine's network namespace: each has a loopback address "
+            "(127.213.x.y) instead of an address on a private bridge",
+            "no sshd per member: `ssh` into members and host-based SSH between them need root",
+            "members share /etc with this machine: role scripts and common tasks write under "
+            "each member's root directory, not /etc",
+        ]
+
+    def _sshd(self) -> str:
+        sshd = shutil.which("sshd") or "/usr/sbin/sshd"
+        if not Path(sshd).exists():
+            raise ProviderError("the local provider needs OpenSSH's sshd for every member: "
+                                "install openssh-server (hack/bootstrap does)", permanent=True)
+        return sshd
+
+    # -- the interface --------------------------------------------------------------------
+
+    async def launch(self, request: LaunchRequest) -> Instance:
+        async with self._lock:
+            directory = self.state_dir / "instances" / request.idempotency_key
+            record = self._load(directory)
+            if record is None:
+                record = await self._create(directory, request)
+            if record.pid is None:
+                await self._boot(directory, record)
+            return self._describe_one(directory)
+
+    async def lookup(self, idempotency_key: str) -> Instance | None:
+        directory = self.state_dir / "instances" / idempotency_key
+        return self._describe_one(directory) if self._load(directory) else None
+
+    async def describe(self, instance_ids: list[str]) -> dict[str, Instance]:
+        found = {record.id: directory for directory, record in self._records()}
+        return {
+            i: self._describe_one(found[i]) if i in found
+            else Instance(i, InstanceState.TERMINATED, message="no such instance")
+            for i in instance_ids
+        }
+
+    async def terminate(self, instance_ids: list[str]) -> None:
+        wanted = set(instance_ids)
+        for directory, record in self._records():
+            if record.id in wanted:
+                await self._destroy(directory, record)
+
+    # -- instances on disk ----------------------------------------------------------------
+
+    def _records(self) -> list[tuple[Path, InstanceRecord]]:
+        records = []
+        for directory in sorted((self.state_dir / "instances").glob("*")):
+            record = self._load(directory)
+            if record is not None:
+                records.append((directory, record))
+        return records
+
+    @staticmethod
+    def _load(directory: Path) -> InstanceRecord | None:
+        try:
+            return InstanceRecord(**json.loads((directory / "instance.json").read_text()))
+        except (OSError, ValueError, TypeError):
+            return None
+
+    @staticmethod
+    def _save(directory: Path, record: InstanceRecord) -> None:
+        tmp = directory / "instance.json.tmp"
+        tmp.write_text(json.dumps(asdict(record)))
+        tmp.rename(directory / "instance.json")
+
+    def _free_address(self) -> str:
+        used = {record.address for _, record in self._records()}
+        for ordinal in range(60000):
+            address = (network.address_for(ordinal) if self.namespaced
+                       else f"127.213.{(ordinal + 2) // 256}.{(ordinal + 2) % 256}")
+            if address not in used:
+                return address
+        raise ProviderError("the local provider has no free address left", permanent=True)
+
+    async def _create(self, directory: Path, request: LaunchRequest) -> InstanceRecord:
+        image = self.images_dir / request.image
+        if not image.is_dir():
+            raise ProviderError(f"unknown image {request.image!r}: there is no folder {image}",
+                                permanent=True)
+        if self.namespaced:
+            self._sshd()
+        shutil.rmtree(directory, ignore_errors=True)  # a half-made one from before a crash
+        root = directory / "root"
+        root.mkdir(parents=True)
+        if self.namespaced:
+            # The member's own /etc starts as this machine's (users, libraries, sshd's config)
+            # without this machine's identity: no host keys, its own host name.
+            await _run("cp", "-a", "/etc", str(root / "etc"))
+            for key in (root / "etc" / "ssh").glob("ssh_host_*"):
+                key.unlink()
+            for d in ("root", "home", "opt", "var/log"):
+                (root / d).mkdir(parents=True, exist_ok=True)
+        await _run("cp", "-a", f"{image}/.", str(root))
+        hostname = f"{request.member}"[:63].strip("-")
+        (root / "etc").mkdir(exist_ok=True)
+        (root / "etc" / "hostname").write_text(hostname + "\n")
+        bootstrap = root / "var" / "lib" / "oneclick" / "bootstrap.json"
+        bootstrap.parent.mkdir(parents=True, exist_ok=True)
+        bootstrap.touch(mode=0o600)
+        bootstrap.write_text(request.user_data)
+        record = InstanceRecord(
+            id=f"local-{request.idempotency_key.replace('-', '')[:12]}",
+            member=request.member, hostname=hostname, address=self._free_address(),
+            namespaced=self.namespaced,
+        )
+        self._save(directory, record)
+        return record
+
+    async def _boot(self, directory: Path, record: InstanceRecord) -> None:
+        root = directory / "root"
+        values = {k: shlex.quote(v) for k, v in {
+            "member": record.member, "hostname": record.hostname, "address": record.address,
+            "fqdn": f"{record.hostname}.{DOMAIN}", "root": str(root), "agent": self._agent,
+        }.items()}
+        if record.namespaced:
+            netns = await network.attach(record.id, record.address)
+            init = NAMESPACED_INIT.format(sshd=self._sshd(), **values)
+            argv = ["ip", "netns", "exec", netns, "unshare", "--mount", "--uts",
+                    "--propagation", "private", "/bin/sh", str(directory / "init.sh")]
+        else:
+            init = LOOPBACK_INIT.format(**values)
+            argv = ["/bin/sh", str(directory / "init.sh")]
+        (directory / "init.sh").write_text(init)
+        child = _spawn(argv, directory / "console.log")
+        self._children[child.pid] = child
+        record.pid = child.pid
+        self._save(directory, record)
+
+    def _describe_one(self, directory: Path) -> Instance:
+        record = self._load(directory)
+        if record is None:
+            return Instance("", InstanceState.TERMINATED, message="no such instance")
+        if record.pid is None:
+            return Instance(record.id, InstanceState.PENDING, [record.address])
+        child = self._children.get(record.pid)
+        if child is not None:
+            child.poll()  # reap it if it ended, so it does not linger as a zombie
+        if _alive(record.pid):
+            return Instance(record.id, InstanceState.RUNNING, [record.address])
+        return Instance(record.id, InstanceState.FAILED, [record.address],
+                        message="the member's processes ended: " + _tail(
+                            directory / "console.log"))
+
+    async def _destroy(self, directory: Path, record: InstanceRecord) -> None:
+        victims = set()
+        if record.namespaced:
+            netns, _ = network.names(record.id)
+            victims.update(await network.pids(netns))
+        if record.pid is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(record.pid, signal.SIGKILL)
+            victims.add(record.pid)
+        for pid in victims:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        for _ in range(100):
+            for pid in victims:
+                child = self._children.pop(pid, None)
+                if child is not None:
+                    child.wait()
+            if not any(_alive(p) for p in victims):
+                break
+            await asyncio.sleep(0.05)
+        if record.namespaced:
+            await network.detach(record.id)
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def _spawn(argv: list[str], console: Path) -> subprocess.Popen[bytes]:
+    """Start a member in a session of its own: it outlives a controller that crashes."""
+    with open(console, "ab") as out:
+        return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def _tail(path: Path, lines: int = 5) -> str:
+    try:
+        return " | ".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no console log)"
+
+
+async def _run(*argv: str) -> None:
+    process = await asyncio.create_subprocess_exec(
+        *argv, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+    _, err = await process.communicate()
+    if process.returncode != 0:
+        raise ProviderError(f"{' '.join(argv)}: {err.decode().strip()}")

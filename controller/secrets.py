@@ -1,0 +1,33 @@
+"""The controller's own Secrets (broker CA, token key): read them, or make them once."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Callable
+
+from controller.kube import ApiError, KubeClient, core_path
+
+
+async def ensure_secret(kube: KubeClient, namespace: str, name: str,
+                        make: Callable[[], dict[str, bytes]],
+                        type: str = "Opaque") -> dict[str, bytes]:
+    """The Secret's data; when it does not exist, `make()` it (whoever creates it first wins)."""
+    path = core_path("secrets", namespace, name)
+    try:
+        data = (await kube.get(path)).get("data", {})
+        return {k: base64.b64decode(v) for k, v in data.items()}
+    except ApiError as error:
+        if error.status != 404:
+            raise
+    made = make()
+    body = {"apiVersion": "v1", "kind": "Secret", "type": type,
+            "metadata": {"name": name, "namespace": namespace,
+                         "labels": {"app.kubernetes.io/part-of": "oneclick"}},
+            "data": {k: base64.b64encode(v).decode() for k, v in made.items()}}
+    try:
+        await kube.create(core_path("secrets", namespace), body)
+    except ApiError as error:
+        if error.status != 409:
+            raise
+        return await ensure_secret(kube, namespace, name, make, type)
+    return made
