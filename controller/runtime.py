@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections import Counter
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
 from api.protocol import Bootstrap
+from controller import metrics
 from controller.broker import tokens
 from controller.broker.runtime import RunningBroker, start_broker
 from controller.cache import LaunchCache, MemberRecord, run_reflectors
@@ -17,6 +19,11 @@ from controller.kube import KubeClient
 from controller.providers import Provider, ProviderError, configured_providers
 from controller.secrets import ensure_secret
 from controller.settings import Settings
+
+CLUSTER_PHASES = ("Pending", "Launching", "Contextualizing", "Ready", "Failed", "Expired",
+                  "Terminating")
+MEMBER_PHASES = ("Pending", "Launching", "Running", "Contextualizing", "Ready", "Failed",
+                 "Terminating", "Terminated")
 
 
 @dataclass
@@ -43,7 +50,22 @@ class Runtime:
             [*settings.broker_names, *(p.broker_host for p in providers.values())]))
         broker = await start_broker(kube, settings, cache, names)
         await cache.synced.wait()
-        return cls(settings, kube, cache, providers, key["key"], broker, reflectors)
+        runtime = cls(settings, kube, cache, providers, key["key"], broker, reflectors)
+        runtime.spawn(runtime._refresh_gauges())
+        return runtime
+
+    async def _refresh_gauges(self, every: float = 1.0) -> None:
+        """Clusters by phase and members by state, from the cache (no API calls)."""
+        while True:
+            clusters = Counter(str((r.obj.get("status") or {}).get("phase") or "Pending")
+                               for r in self.cache.launches.values())
+            members = Counter(str(r.status.get("phase") or "Pending")
+                              for r in self.cache.members.values())
+            for gauge, counts, known in ((metrics.CLUSTERS, clusters, CLUSTER_PHASES),
+                                         (metrics.MEMBERS, members, MEMBER_PHASES)):
+                for label in {*known, *counts}:
+                    gauge.labels(label).set(counts.get(label, 0))
+            await asyncio.sleep(every)
 
     async def stop(self) -> None:
         for task in [*self.tasks, self.reflectors]:

@@ -1,0 +1,45 @@
+"""SSH host keys: the member's own, made at its first boot when the image has none, so no
+private key ever lives on an image."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+
+KEY_TYPES = ("ed25519", "rsa")
+
+
+def _generate(kind: str) -> tuple[bytes, bytes]:
+    key: ed25519.Ed25519PrivateKey | rsa.RSAPrivateKey = (
+        ed25519.Ed25519PrivateKey.generate() if kind == "ed25519"
+        else rsa.generate_private_key(public_exponent=65537, key_size=3072))
+    private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
+                                serialization.NoEncryption())
+    public = key.public_key().public_bytes(serialization.Encoding.OpenSSH,
+                                           serialization.PublicFormat.OpenSSH)
+    return private, public
+
+
+def ensure(root: Path, comment: str = "") -> list[str]:
+    """Make the missing host keys under <root>/etc/ssh; return every host public key line."""
+    directory = root / "etc" / "ssh"
+    directory.mkdir(parents=True, exist_ok=True)
+    for kind in KEY_TYPES:
+        private_path = directory / f"ssh_host_{kind}_key"
+        if private_path.exists():
+            continue
+        private, public = _generate(kind)
+        fd = os.open(private_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as out:
+            out.write(private)
+        line = public.decode() + (f" {comment}" if comment else "")
+        (directory / f"ssh_host_{kind}_key.pub").write_text(line + "\n")
+    keys = []
+    for public_path in sorted(directory.glob("ssh_host_*_key.pub")):
+        fields = public_path.read_text().split()
+        if len(fields) >= 2:
+            keys.append(f"{fields[0]} {fields[1]}")
+    return keys
