@@ -36,10 +36,11 @@ class ControllerProcess:
         return f"http://127.0.0.1:{self.metrics_port}/metrics"
 
     def start(self, timeout: float = 60.0) -> None:
-        env = dict(os.environ, KUBECONFIG=str(self.kubeconfig), OCC_NAMESPACE=self.namespace,
-                   OCC_BROKER_LISTEN="127.0.0.1", OCC_BROKER_PORT=str(self.broker_port),
-                   OCC_METRICS_PORT=str(self.metrics_port), OCC_HEALTH_PORT="0",
-                   **self.extra_env)
+        env = {**os.environ, "KUBECONFIG": str(self.kubeconfig),
+               "OCC_NAMESPACE": self.namespace, "OCC_BROKER_LISTEN": "127.0.0.1",
+               "OCC_BROKER_PORT": str(self.broker_port),
+               "OCC_METRICS_PORT": str(self.metrics_port), "OCC_HEALTH_PORT": "0",
+               **self.extra_env}
         with open(self.log, "ab") as out:
             self.process = subprocess.Popen(["occ-controller"], env=env, stdout=out,
                                             stderr=subprocess.STDOUT)

@@ -63,16 +63,22 @@ def wait_until(check: Any, timeout: float = 120.0, what: str = "condition") -> N
         time.sleep(0.3)
 
 
-def live_instances(state: Path) -> dict[str, dict[str, Any]]:
-    """Local instances whose processes are running, by member name."""
+def live_instances(state: Path, namespace: str) -> dict[str, dict[str, Any]]:
+    """The namespace's local instances whose processes are running, by member name."""
     found = {}
     for record_file in state.glob("instances/*/instance.json"):
         record = json.loads(record_file.read_text())
         pid = record.get("pid")
-        if pid and _alive(pid):
+        if record["namespace"] == namespace and pid and _alive(pid):
             assert record["member"] not in found, f"two instances for {record['member']}"
             found[record["member"]] = record
     return found
+
+
+def instance_directories(state: Path, namespace: str) -> list[Path]:
+    """Every instance directory of the namespace, live or not."""
+    return [p.parent for p in state.glob("instances/*/instance.json")
+            if json.loads(p.read_text())["namespace"] == namespace]
 
 
 def _alive(pid: int) -> bool:

@@ -9,9 +9,11 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import kubectl
 from tests.controller.launches import (
     create,
     get,
+    instance_directories,
     live_instances,
     members,
     sample,
@@ -53,17 +55,12 @@ def test_a_killed_controller_resumes_without_duplicates_or_leaks(
     names = {m["metadata"]["name"] for m in members(kubeconfig, namespace, name)}
     assert len(names) == 3
     # One instance directory per member (by idempotency key), each one running.
-    mine = {member: record for member, record in live_instances(local_state).items()
+    mine = {member: record for member, record in live_instances(local_state, namespace).items()
             if member in names}
     assert set(mine) == names
-    directories = [p for p in local_state.glob("instances/*/instance.json")
-                   if p.read_text().count(f'"{name}-') > 0]
-    assert len(directories) == 3
+    assert len(instance_directories(local_state, namespace)) == 3
 
     # And when it is deleted, nothing is left behind.
-    from tests.conftest import kubectl
-
     kubectl(kubeconfig, "delete", "cl", name, "-n", namespace, "--timeout=120s")
-    wait_until(lambda: not set(live_instances(local_state)) & names, what="termination")
-    assert not [p for p in local_state.glob("instances/*/instance.json")
-                if p.read_text().count(f'"{name}-') > 0]
+    wait_until(lambda: not set(live_instances(local_state, namespace)) & names, what="termination")
+    assert instance_directories(local_state, namespace) == []

@@ -32,9 +32,15 @@ NAMESPACED_INIT = """#!/bin/sh
 # Boot of local member {member}, inside its own network, mount and UTS namespaces.
 set -u
 hostname {hostname}
-for d in etc root home opt var/lib/oneclick var/log; do
-  mkdir -p {root}/$d /$d
-  mount --bind {root}/$d /$d || exit 1
+# The member's root under a path no bind below hides, then its directories over this
+# machine's. The paths the agent runs from stay visible inside ({keep}).
+staged=/run/oneclick/{id}
+mkdir -p $staged && mount --bind {root} $staged || exit 1
+for p in {keep}; do
+  mkdir -p $staged$p && mount --bind $p $staged$p || exit 1
+done
+for d in {bound}; do
+  mkdir -p $staged/$d /$d && mount --rbind $staged/$d /$d || exit 1
 done
 mkdir -p /run/sshd
 {agent} --root / --host-keys-only || exit 1
@@ -46,6 +52,10 @@ echo "occ-agent exited with code $?"
 kill -HUP $sshd  # pick up what contextualization changed (host-based authentication)
 wait $sshd
 """
+
+# A member's own directories, bound over this machine's (/root last: the state directory
+# may live under it).
+BOUND = ("etc", "home", "opt", "var/lib/oneclick", "var/log", "root")
 
 LOOPBACK_INIT = """#!/bin/sh
 # Boot of local member {member}: an agent process with its own loopback address and root.
@@ -62,6 +72,7 @@ DOMAIN = "oneclick.local"
 @dataclass
 class InstanceRecord:
     id: str
+    namespace: str
     member: str
     hostname: str
     address: str
@@ -214,7 +225,7 @@ class LocalProvider:
         bootstrap.write_text(request.user_data)
         record = InstanceRecord(
             id=f"local-{request.idempotency_key.replace('-', '')[:12]}",
-            member=request.member, hostname=hostname, address=self._free_address(),
+            namespace=request.namespace, member=request.member, hostname=hostname, address=self._free_address(),
             namespaced=self.namespaced,
         )
         self._save(directory, record)
@@ -228,7 +239,9 @@ class LocalProvider:
         }.items()}
         if record.namespaced:
             netns = await network.attach(record.id, record.address)
-            init = NAMESPACED_INIT.format(sshd=self._sshd(), **values)
+            init = NAMESPACED_INIT.format(sshd=self._sshd(), id=record.id,
+                                          bound=" ".join(BOUND), keep=" ".join(_agent_paths()),
+                                          **values)
             argv = ["ip", "netns", "exec", netns, "unshare", "--mount", "--uts",
                     "--propagation", "private", "/bin/sh", str(directory / "init.sh")]
         else:
@@ -277,7 +290,16 @@ class LocalProvider:
             await asyncio.sleep(0.05)
         if record.namespaced:
             await network.detach(record.id)
+            with contextlib.suppress(OSError):
+                Path(f"/run/oneclick/{record.id}").rmdir()
         shutil.rmtree(directory, ignore_errors=True)
+
+
+def _agent_paths() -> list[str]:
+    """Where the agent's interpreter and environment live, if a member's bind would hide it."""
+    paths = {os.path.realpath(sys.base_prefix), os.path.realpath(sys.prefix)}
+    return sorted(p for p in paths
+                  if any(p == f"/{d}" or p.startswith(f"/{d}/") for d in BOUND))
 
 
 def _spawn(argv: list[str], console: Path) -> subprocess.Popen[bytes]:
