@@ -1,6 +1,7 @@
-"""Paused launches, staged by the test the way the controller stages them: a ClusterLaunch, one LaunchMember per
-role instance, each with a bootstrap token whose hash alone is in its status; and real agent
-processes that boot from a member's bootstrap into a root directory of their own."""
+"""Paused launches, staged by the test the way the controller stages them: a ClusterLaunch,
+one LaunchMember per role instance, each with a bootstrap token whose hash alone is in its
+status; and real agent processes that boot from a member's bootstrap into a root directory
+of their own."""
 
 from __future__ import annotations
 

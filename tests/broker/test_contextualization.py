@@ -34,7 +34,8 @@ IMAGE = {
 
 def base_cluster_spec() -> dict[str, Any]:
     spec: dict[str, Any] = yaml.safe_load((SAMPLES / "base-cluster.yaml").read_text())["spec"]
-    spec["sshAuthorizedKeys"] = ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOneClickUserKeyForTests jane"]
+    spec["sshAuthorizedKeys"] = [
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOneClickUserKeyForTests jane"]
     return spec
 
 

@@ -40,7 +40,9 @@ def controller(crds: Path, kubeconfig: Path, images: Path, local_state: Path,
     kubectl(kubeconfig, "create", "namespace", namespace)
     process = ControllerProcess(
         kubeconfig, namespace, tmp_path_factory.mktemp("controller") / "controller.log",
-        extra_env={"OCC_BROKER_LISTEN": "0.0.0.0", "OCC_LOCAL_STATE_DIR": str(local_state),
+        # Members reach the broker on the bridge's address, so it listens beyond loopback.
+        extra_env={"OCC_BROKER_LISTEN": "0.0.0.0",  # noqa: S104
+                   "OCC_LOCAL_STATE_DIR": str(local_state),
                    "OCC_LOCAL_IMAGES_DIR": str(images)})
     process.start()
     try:

@@ -225,8 +225,8 @@ class LocalProvider:
         bootstrap.write_text(request.user_data)
         record = InstanceRecord(
             id=f"local-{request.idempotency_key.replace('-', '')[:12]}",
-            namespace=request.namespace, member=request.member, hostname=hostname, address=self._free_address(),
-            namespaced=self.namespaced,
+            namespace=request.namespace, member=request.member, hostname=hostname,
+            address=self._free_address(), namespaced=self.namespaced,
         )
         self._save(directory, record)
         return record
@@ -290,9 +290,13 @@ class LocalProvider:
             await asyncio.sleep(0.05)
         if record.namespaced:
             await network.detach(record.id)
-            with contextlib.suppress(OSError):
-                Path(f"/run/oneclick/{record.id}").rmdir()
-        shutil.rmtree(directory, ignore_errors=True)
+        _remove(directory, Path(f"/run/oneclick/{record.id}"))
+
+
+def _remove(directory: Path, staging: Path) -> None:
+    with contextlib.suppress(OSError):
+        staging.rmdir()  # the mount point inside the member's (now gone) mount namespace
+    shutil.rmtree(directory, ignore_errors=True)
 
 
 def _agent_paths() -> list[str]:
