@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from controller.kube import JSON, ApiError, KubeClient, custom_path
+from kits.kube import JSON, ApiError, KubeClient, custom_path
 
 logger = logging.getLogger(__name__)
 

@@ -15,10 +15,10 @@ from controller import metrics
 from controller.broker import tokens
 from controller.broker.runtime import RunningBroker, start_broker
 from controller.cache import LaunchCache, MemberRecord, run_reflectors
-from controller.kube import KubeClient
 from controller.providers import Provider, ProviderError, configured_providers
 from controller.secrets import ensure_secret
 from controller.settings import Settings
+from kits.kube import KubeClient
 
 CLUSTER_PHASES = ("Pending", "Launching", "Contextualizing", "Ready", "Failed", "Expired",
                   "Terminating")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 from collections.abc import Callable
 
-from controller.kube import ApiError, KubeClient, core_path
+from kits.kube import ApiError, KubeClient, core_path
 
 
 async def ensure_secret(kube: KubeClient, namespace: str, name: str,

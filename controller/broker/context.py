@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 from api.protocol import Pending
 from controller.cache import Key, LaunchCache, LaunchRecord, MemberRecord
-from controller.kube import JSON, ApiError, KubeClient, core_path
+from kits.kube import JSON, ApiError, KubeClient, core_path
 
 WAITING_FOR_SHOWN = 10
 

@@ -9,8 +9,8 @@ from aiohttp import web
 from controller.broker.server import Broker, bound_port, serve
 from controller.broker.tls import load_or_create_ca, server_context
 from controller.cache import LaunchCache
-from controller.kube import KubeClient
 from controller.settings import Settings
+from kits.kube import KubeClient
 
 
 @dataclass

@@ -24,7 +24,7 @@ from controller import metrics
 from controller.broker import openapi, tokens
 from controller.broker.context import ContextBuilder, DataUnavailable, LaunchGone
 from controller.cache import LaunchCache, MemberRecord
-from controller.kube import JSON, ApiError, KubeClient, apply_body, custom_path
+from kits.kube import JSON, ApiError, KubeClient, apply_body, custom_path
 
 logger = logging.getLogger(__name__)
 

@@ -8,8 +8,8 @@ import ssl
 import tempfile
 from pathlib import Path
 
-from controller.kube import KubeClient
 from controller.secrets import ensure_secret
+from kits.kube import KubeClient
 from kits.pki import CertificateAuthority, KeyPair
 
 

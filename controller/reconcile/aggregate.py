@@ -8,7 +8,7 @@ import re
 from dataclasses import dataclass
 
 from controller.cache import MemberRecord
-from controller.kube import JSON
+from kits.kube import JSON
 
 _DURATION = re.compile(r"(\d+)([hms])")
 _UNIT = {"h": 3600, "m": 60, "s": 1}

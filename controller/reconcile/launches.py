@@ -17,7 +17,6 @@ import kopf
 from api.conditions import Condition, ConditionStatus, find_condition, set_condition
 from controller import metrics
 from controller.cache import LaunchRecord, MemberRecord
-from controller.kube import JSON, apply_body, custom_path
 from controller.providers import ProviderError
 from controller.reconcile import aggregate
 from controller.reconcile.members import (
@@ -29,6 +28,7 @@ from controller.reconcile.members import (
     terminate_members,
 )
 from controller.runtime import Runtime
+from kits.kube import JSON, apply_body, custom_path
 
 logger = logging.getLogger(__name__)
 

@@ -12,10 +12,10 @@ from api.conditions import Condition, set_condition
 from controller import metrics
 from controller.broker import tokens
 from controller.cache import LaunchRecord, MemberRecord
-from controller.kube import JSON, ApiError, apply_body, custom_path
 from controller.providers import Instance, InstanceState, LaunchRequest, ProviderError
 from controller.reconcile.aggregate import format_time
 from controller.runtime import Runtime
+from kits.kube import JSON, ApiError, apply_body, custom_path
 
 logger = logging.getLogger(__name__)
 
