@@ -8,6 +8,7 @@ import sys
 import click
 
 import controlplane
+from cli import devcontroller
 
 
 def _fail(error: Exception) -> None:
@@ -31,22 +32,36 @@ def dev() -> None:
 
 
 @dev.command()
-def up() -> None:
-    """Start the control plane, or reuse the one already running, and print its kubeconfig."""
+@click.option("--controller/--no-controller", default=True, show_default=True,
+              help="Also install the CRDs and run occ-controller (local provider).")
+def up(controller: bool) -> None:
+    """Start the control plane (and the controller), or reuse them; print the kubeconfig."""
     try:
         plane, started = controlplane.up()
     except (controlplane.ControlPlaneError, controlplane.BuildError) as error:
         _fail(error)
         return
     click.echo(f"{'started' if started else 'reusing'} control plane at {plane.server}", err=True)
+    if controller:
+        try:
+            state, fresh = devcontroller.start(plane)
+        except RuntimeError as error:
+            _fail(error)
+            return
+        click.echo(f"{'started' if fresh else 'reusing'} occ-controller (pid {state['pid']}, "
+                   f"broker port {state['broker_port']}, metrics port "
+                   f"{state['metrics_port']}); log: {plane.workdir}/controller.log", err=True)
     click.echo(f"kubeconfig: {plane.kubeconfig}", err=True)
-    click.echo('use it with: eval "$(occ dev env)"', err=True)
+    click.echo('use it with kubectl: eval "$(occ dev env)"', err=True)
     click.echo(str(plane.kubeconfig))
 
 
 @dev.command()
 def down() -> None:
-    """Stop the control plane and remove its data."""
+    """Terminate every launch, stop the controller and the control plane, remove their data."""
+    plane = controlplane.ControlPlane.load(controlplane.default_workdir())
+    if plane is not None and plane.alive():
+        devcontroller.stop(plane)
     if controlplane.down():
         click.echo("control plane stopped", err=True)
     else:

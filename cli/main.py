@@ -2,40 +2,37 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from importlib.metadata import version as distribution_version
 from pathlib import Path
 
 import click
 
-from cli import dev
+from cli import dev, inspect, manage, run
+from cli.session import Globals
 
 
-@dataclass
-class Globals:
-    """What every sub-command may need: where the cluster is and which namespace to use."""
-
-    kubeconfig: Path | None
-    context: str | None
-    namespace: str | None
-
-
-@click.group(
-    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
-)
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.option("--kubeconfig", type=click.Path(dir_okay=False, path_type=Path),
-              envvar="KUBECONFIG", help="Kubeconfig file to use (default: $KUBECONFIG).")
+              help="Kubeconfig file (default: $KUBECONFIG, ~/.kube/config, else the control "
+                   "plane of `occ dev up`).")
 @click.option("--context", help="Kubeconfig context to use.")
-@click.option("-n", "--namespace", help="Namespace of the launch (default: the context's).")
+@click.option("-n", "--namespace", help="Namespace of the launches (default: the context's).")
 @click.pass_context
 def occ(ctx: click.Context, kubeconfig: Path | None, context: str | None,
         namespace: str | None) -> None:
     """Launch self-configuring clusters of virtual machines.
 
+    A launch (ClusterLaunch) starts one member per role instance; every member learns the
+    addresses, host names and SSH host keys of the others from the context broker and
+    configures itself; you log in with the host keys already trusted.
+
     \b
     Examples:
-      occ dev up                      # a local Kubernetes control plane for trying things out
-      eval "$(occ dev env)"           # point kubectl and occ at it
+      occ dev up                                          # a control plane and controller here
+      occ run --hours 1 --cluster samples/base-cluster.yaml
+      occ get clusters
+      occ ssh cluster-x7k2p
+      occ terminate cluster-x7k2p
     """
     ctx.obj = Globals(kubeconfig=kubeconfig, context=context, namespace=namespace)
 
@@ -46,7 +43,11 @@ def version() -> None:
     click.echo(f"occ {distribution_version('oneclick-clusters')}")
 
 
-occ.add_command(dev.dev)
+for command in (run.run, inspect.get, inspect.describe, inspect.wait, inspect.logs,
+                inspect.known_hosts_command, manage.terminate, manage.data, manage.ssh,
+                manage.convert, manage.completion, dev.dev):
+    occ.add_command(command)
+occ.add_command(manage.terminate, name="delete")
 
 
 def main() -> None:

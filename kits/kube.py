@@ -21,6 +21,7 @@ from kubernetes import config as k8s_config
 from api import API_VERSION, GROUP, VERSION
 
 JSON = dict[str, Any]
+_SERVICE_ACCOUNT = "/var/run/secrets/kubernetes.io/serviceaccount"
 APPLY = "application/apply-patch+yaml"
 MERGE = "application/merge-patch+json"
 
@@ -39,7 +40,7 @@ class ApiError(RuntimeError):
 
 def _configuration(kubeconfig: Path | None, context: str | None) -> k8s_client.Configuration:
     configuration = k8s_client.Configuration()
-    if kubeconfig is None and Path("/var/run/secrets/kubernetes.io/serviceaccount/token").exists():
+    if kubeconfig is None and Path(_SERVICE_ACCOUNT, "token").exists():
         k8s_config.load_incluster_config(client_configuration=configuration)
     else:
         k8s_config.load_kube_config(
@@ -47,6 +48,19 @@ def _configuration(kubeconfig: Path | None, context: str | None) -> k8s_client.C
             client_configuration=configuration,
         )
     return configuration
+
+
+def _context_namespace(kubeconfig: Path | None, context: str | None) -> str:
+    """The namespace the kubeconfig's context names (as kubectl uses it), else default."""
+    if kubeconfig is None and Path(_SERVICE_ACCOUNT, "namespace").exists():
+        return Path(_SERVICE_ACCOUNT, "namespace").read_text().strip()
+    try:
+        contexts, active = k8s_config.list_kube_config_contexts(
+            config_file=str(kubeconfig) if kubeconfig else None)
+    except (k8s_config.ConfigException, OSError):
+        return "default"
+    chosen = next((c for c in contexts if c["name"] == context), active) if context else active
+    return str((chosen or {}).get("context", {}).get("namespace") or "default")
 
 
 def _plural(kind: str) -> str:
@@ -82,6 +96,7 @@ class KubeClient:
         timeout: float = 30.0,
     ) -> None:
         configuration = _configuration(kubeconfig, context)
+        self.namespace = _context_namespace(kubeconfig, context)
         tls = ssl.create_default_context(cafile=configuration.ssl_ca_cert)
         if not configuration.verify_ssl:
             tls.check_hostname = False
@@ -119,6 +134,15 @@ class KubeClient:
 
     async def get(self, path: str) -> JSON:
         return await self.request("GET", path)
+
+    async def table(self, path: str, **params: str) -> JSON:
+        """The API server's own table of the objects (the printer columns kubectl shows)."""
+        response = await self._http.get(path, params=params, headers={
+            "Accept": "application/json;as=Table;v=v1;g=meta.k8s.io,application/json"})
+        if response.status_code >= 400:
+            raise ApiError(response.status_code, response.text, f"GET {path}")
+        result: JSON = response.json()
+        return result
 
     async def list(self, path: str, **params: str) -> JSON:
         return await self.request("GET", path, params=params)
