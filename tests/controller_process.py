@@ -14,7 +14,6 @@ from pathlib import Path
 import httpx
 
 from controlplane.local import free_port
-from tests.conftest import kubectl
 
 
 @dataclass
@@ -63,6 +62,8 @@ class ControllerProcess:
         raise AssertionError("the broker never became ready:\n" + self.log.read_text()[-3000:])
 
     def ca_pem(self) -> str:
+        from tests.conftest import kubectl  # (the conftest imports this module)
+
         data = kubectl(self.kubeconfig, "get", "secret", "oneclick-broker-ca", "-n",
                        self.namespace, "-o", "jsonpath={.data.tls\\.crt}").stdout
         assert data, "the controller made no broker CA Secret"
