@@ -133,6 +133,8 @@ class Timeouts(Model):
 
 
 class FailurePolicy(StrEnum):
+    """What happens to the instances of a failed launch."""
+
     BACK_OUT = "BackOut"
     KEEP = "Keep"
 
@@ -195,11 +197,17 @@ class MemberCounts(Model):
     """How many members are in each state."""
 
     total: int = 0
+    """Members the spec asks for."""
     launched: int = 0
+    """Members whose instance the provider accepted."""
     running: int = 0
+    """Members whose instance runs."""
     identified: int = 0
+    """Members whose agent provided identity."""
     contextualized: int = 0
+    """Members whose agent reported success."""
     failed: int = 0
+    """Members whose agent reported an error."""
 
 
 class ClusterLaunchStatus(Model):

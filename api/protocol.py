@@ -47,7 +47,9 @@ class StepResult(Model):
     """One step of contextualization and how it ended."""
 
     name: str = Field(max_length=256)
+    """The step: a common task, or a role script with its arguments."""
     exit_code: int
+    """Its exit code (0: success)."""
 
 
 class Report(Model):

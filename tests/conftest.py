@@ -127,4 +127,30 @@ def controller(crds: Path, kubeconfig: Path, images: Path, local_state: Path,
     try:
         yield process
     finally:
+        _terminate_every_launch(kubeconfig)
         process.stop()
+        leftovers = _sweep(local_state)
+    assert leftovers == [], f"instances outlived their launches: {leftovers}"
+
+
+def _terminate_every_launch(kubeconfig: Path, timeout: float = 120.0) -> None:
+    """What a user does at the end of the day: every launch terminated through the controller."""
+    for kind in ("clusterlaunches", "launchmembers"):  # (paused launches leave orphans)
+        kubectl(kubeconfig, "delete", kind, "--all", "--all-namespaces", "--wait=false",
+                check=False)
+    deadline = time.monotonic() + timeout
+    while kubectl(kubeconfig, "get", "launchmembers", "-A", "-o", "name",
+                  check=False).stdout.strip() and time.monotonic() < deadline:
+        time.sleep(1)
+
+
+def _sweep(local_state: Path) -> list[str]:
+    """Terminate whatever local instance is left (there should be none) and name them."""
+    import asyncio
+
+    from controller.providers.local import LocalProvider
+
+    provider = LocalProvider(state_dir=local_state)
+    records = provider.records()
+    asyncio.run(provider.terminate([record.id for _, record in records]))
+    return [f"{record.namespace}/{record.member}" for _, record in records]

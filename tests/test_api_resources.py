@@ -176,3 +176,20 @@ def test_crd_generation_is_a_command() -> None:
     result = subprocess.run([sys.executable, "-m", "api.crd", "--check"], cwd=ROOT,
                             capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stderr
+
+
+def _undescribed(node: dict[str, Any], path: str) -> list[str]:
+    missing = []
+    for name, prop in node.get("properties", {}).items():
+        here = f"{path}.{name}"
+        if "description" not in prop and name != "metadata":
+            missing.append(here)
+        missing += _undescribed(prop, here)
+        missing += _undescribed(prop.get("items", {}), here + "[]")
+    return missing
+
+
+@pytest.mark.parametrize("crd", sorted((ROOT / "crds").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_field_has_a_description(crd: Path) -> None:
+    schema = yaml.safe_load(crd.read_text())["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    assert _undescribed(schema, "") == []

@@ -202,3 +202,37 @@ def _wait_for(check: Any, timeout: float = 60.0) -> None:
     while not check():
         assert time.monotonic() < deadline, "timed out"
         time.sleep(0.2)
+
+
+def test_an_image_with_the_nimbus_layout_works_as_it_is(
+    controller: ControllerProcess, kubeconfig: Path, namespace: str, token_key: bytes,
+    tmp_path: Path,
+) -> None:
+    spec = {"roles": [{"name": "peers", "image": "nimbus", "quantity": 2,
+                       "requires": {"roles": ["peers"], "data": ["motd"]}}],
+            "data": [{"name": "motd", "value": "hello\n"}]}
+    members = stage_launch(kubeconfig, namespace, "ring", spec, token_key)
+    addresses = {"ring-peers-0": "127.11.0.1", "ring-peers-1": "127.11.0.2"}
+    roots = {name: tmp_path / name for name in members}
+    nimbus = ("1-ipandhost/peers", "2-thishost/ip", "3-data/motd", "4-restarts/peers",
+              "5-thishost-finalize/done")
+    for root in roots.values():
+        make_image(root, {f"../../opt/nimbus/ctx-scripts/{s}": 0 for s in nimbus})
+    ca = controller.ca_pem()
+    agents = [start_agent(roots[n], members[n].bootstrap(namespace, "ring", controller.broker_url,
+                                                         ca), n, addresses[n])
+              for n in members]
+    for agent in agents:
+        output, _ = agent.communicate(timeout=120)
+        assert agent.returncode == 0, output
+    root = roots["ring-peers-0"]
+    scripts = "../../opt/nimbus/ctx-scripts"
+    assert (root / "var/log/role-calls").read_text().splitlines() == [
+        f"{scripts}/1-ipandhost/peers 127.11.0.1 ring-peers-0 ring-peers-0.oneclick.test",
+        f"{scripts}/1-ipandhost/peers 127.11.0.2 ring-peers-1 ring-peers-1.oneclick.test",
+        f"{scripts}/2-thishost/ip 127.11.0.1 ring-peers-0 ring-peers-0.oneclick.test",
+        f"{scripts}/3-data/motd {root}/var/lib/oneclick/data/motd",
+        f"{scripts}/4-restarts/peers ",
+        f"{scripts}/5-thishost-finalize/done ",
+    ]
+    assert (root / "var/lib/oneclick/data/motd").read_text() == "hello\n"

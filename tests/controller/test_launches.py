@@ -4,6 +4,8 @@ truth throughout; failure, expiry, deletion and scaling leave no instance behind
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -113,17 +115,37 @@ def test_deleting_a_launch_terminates_every_instance_first(
 
 def test_scaling_a_role_up_and_down(
     controller: ControllerProcess, kubeconfig: Path, namespace: str, local_state: Path,
+    tmp_path: Path,
 ) -> None:
-    name = create(kubeconfig, namespace, sample("base-cluster.yaml"))
+    key = tmp_path / "id_ed25519"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    name = create(kubeconfig, namespace, sample(
+        "base-cluster.yaml", sshAuthorizedKeys=[key.with_suffix(".pub").read_text().strip()]))
     wait_for_phase(kubeconfig, namespace, name, "Ready")
     patch = [{"op": "replace", "path": "/spec/roles/1/quantity", "value": 3}]
     kubectl(kubeconfig, "patch", "cl", name, "-n", namespace, "--type=json",
             "-p", json.dumps(patch))
     wait_until(lambda: (get(kubeconfig, namespace, "cl", name) or {}).get("status", {}).get(
         "readyMembers") == "4/4", what="four ready members")
-    assert f"{name}-compute-nodes-2" in live_instances(local_state, namespace)
+    instances = live_instances(local_state, namespace)
+    assert f"{name}-compute-nodes-2" in instances
     new_member = get(kubeconfig, namespace, "lm", f"{name}-compute-nodes-2")
     assert new_member is not None and new_member["status"]["phase"] == "Ready"
+
+    # The head node learns the new member when its agent runs again.
+    head = instances[f"{name}-head-node-0"]
+    agent = Path(sys.executable).parent / "occ-agent"
+    rerun = subprocess.run(
+        ["ssh", "-i", str(key), "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no",
+         "-o", "UserKnownHostsFile=/dev/null", f"root@{head['address']}",
+         f"{agent} --bootstrap /var/lib/oneclick/bootstrap.json --hostname {head['hostname']} "
+         f"--fqdn {head['hostname']}.oneclick.local --address {head['address']} "
+         "&& cat /etc/hosts /etc/batch/nodes"],
+        capture_output=True, text=True, timeout=120, check=False)
+    assert rerun.returncode == 0, rerun.stderr
+    assert f"{name}-compute-nodes-2.oneclick.local np=1" in rerun.stdout
+    assert f"{instances[f'{name}-compute-nodes-2']['address']} {name}-compute-nodes-2" in (
+        rerun.stdout)
 
     patch[0]["value"] = 1
     kubectl(kubeconfig, "patch", "cl", name, "-n", namespace, "--type=json",

@@ -152,7 +152,7 @@ class LocalProvider:
         return self._describe_one(directory) if self._load(directory) else None
 
     async def describe(self, instance_ids: list[str]) -> dict[str, Instance]:
-        found = {record.id: directory for directory, record in self._records()}
+        found = {record.id: directory for directory, record in self.records()}
         return {
             i: self._describe_one(found[i]) if i in found
             else Instance(i, InstanceState.TERMINATED, message="no such instance")
@@ -161,13 +161,13 @@ class LocalProvider:
 
     async def terminate(self, instance_ids: list[str]) -> None:
         wanted = set(instance_ids)
-        for directory, record in self._records():
+        for directory, record in self.records():
             if record.id in wanted:
                 await self._destroy(directory, record)
 
     # -- instances on disk ----------------------------------------------------------------
 
-    def _records(self) -> list[tuple[Path, InstanceRecord]]:
+    def records(self) -> list[tuple[Path, InstanceRecord]]:
         records = []
         for directory in sorted((self.state_dir / "instances").glob("*")):
             record = self._load(directory)
@@ -189,7 +189,7 @@ class LocalProvider:
         tmp.rename(directory / "instance.json")
 
     def _free_address(self) -> str:
-        used = {record.address for _, record in self._records()}
+        used = {record.address for _, record in self.records()}
         for ordinal in range(60000):
             address = (network.address_for(ordinal) if self.namespaced
                        else f"127.213.{(ordinal + 2) // 256}.{(ordinal + 2) % 256}")
