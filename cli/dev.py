@@ -35,7 +35,13 @@ def dev() -> None:
 @click.option("--controller/--no-controller", default=True, show_default=True,
               help="Also install the CRDs and run occ-controller (local provider).")
 def up(controller: bool) -> None:
-    """Start the control plane (and the controller), or reuse them; print the kubeconfig."""
+    """Start the control plane (and the controller), or reuse them; print the kubeconfig.
+
+    \b
+    Examples:
+      occ dev up                                  # then: occ run --cluster samples/...
+      kubectl --kubeconfig "$(occ dev up --no-controller)" get namespaces
+    """
     try:
         plane, started = controlplane.up()
     except (controlplane.ControlPlaneError, controlplane.BuildError) as error:
@@ -58,7 +64,12 @@ def up(controller: bool) -> None:
 
 @dev.command()
 def down() -> None:
-    """Terminate every launch, stop the controller and the control plane, remove their data."""
+    """Terminate every launch, stop the controller and the control plane, remove their data.
+
+    \b
+    Example:
+      occ dev down
+    """
     plane = controlplane.ControlPlane.load(controlplane.default_workdir())
     if plane is not None and plane.alive():
         devcontroller.stop(plane)
@@ -70,7 +81,12 @@ def down() -> None:
 
 @dev.command()
 def env() -> None:
-    """Print `export KUBECONFIG=...` for the running control plane, for a shell to eval."""
+    """Print `export KUBECONFIG=...` for the running control plane, for a shell to eval.
+
+    \b
+    Example:
+      eval "$(occ dev env)" && kubectl get clusterlaunches
+    """
     plane = controlplane.running()
     if plane is None:
         _fail(RuntimeError("no control plane is running; start one with `occ dev up`"))
@@ -80,7 +96,12 @@ def env() -> None:
 
 @dev.command()
 def build() -> None:
-    """Build (or find in the cache) kube-apiserver, kubectl and etcd, and print their paths."""
+    """Build (or find in the cache) kube-apiserver, kubectl and etcd, and print their paths.
+
+    \b
+    Example:
+      OCC_CACHE_DIR=/var/cache/oneclick occ dev build
+    """
     try:
         paths = controlplane.ensure_binaries()
     except controlplane.BuildError as error:
