@@ -102,7 +102,7 @@ class LocalProvider:
 
     def __init__(self, state_dir: Path | None = None, images_dir: Path | None = None,
                  namespaced: bool | None = None) -> None:
-        self.state_dir = state_dir or default_state_dir()
+        self.state_dir = (state_dir or default_state_dir()).resolve()
         self.images_dir = images_dir or default_images_dir()
         can_namespace = os.geteuid() == 0 and bool(shutil.which("unshare")) and bool(
             shutil.which("ip") or Path("/usr/sbin/ip").exists())
@@ -188,12 +188,12 @@ class LocalProvider:
         tmp.write_text(json.dumps(asdict(record)))
         tmp.rename(directory / "instance.json")
 
-    def _free_address(self) -> str:
+    def _free_address(self, owner: Path) -> str:
         used = {record.address for _, record in self.records()}
         for ordinal in range(60000):
             address = (network.address_for(ordinal) if self.namespaced
                        else f"127.213.{(ordinal + 2) // 256}.{(ordinal + 2) % 256}")
-            if address not in used:
+            if address not in used and network.claim(address, owner):
                 return address
         raise ProviderError("the local provider has no free address left", permanent=True)
 
@@ -226,7 +226,7 @@ class LocalProvider:
         record = InstanceRecord(
             id=f"local-{request.idempotency_key.replace('-', '')[:12]}",
             namespace=request.namespace, member=request.member, hostname=hostname,
-            address=self._free_address(), namespaced=self.namespaced,
+            address=self._free_address(directory), namespaced=self.namespaced,
         )
         self._save(directory, record)
         return record
@@ -290,6 +290,7 @@ class LocalProvider:
             await asyncio.sleep(0.05)
         if record.namespaced:
             await network.detach(record.id)
+        network.release(record.address, directory)
         _remove(directory, Path(f"/run/oneclick/{record.id}"))
 
 

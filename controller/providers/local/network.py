@@ -5,10 +5,16 @@ no route beyond the bridge."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
+import os
 import shutil
+from pathlib import Path
 
 BRIDGE = "occ0"
+# Addresses are claimed machine-wide (one file each), so two controllers on one machine (a
+# demo and a test run, say) never hand out the same one.
+CLAIMS = Path("/run/oneclick/addresses")
 SUBNET = ipaddress.ip_network("10.213.0.0/16")
 GATEWAY = "10.213.0.1"  # the bridge's own address: where members reach the broker
 
@@ -76,3 +82,30 @@ async def detach(instance: str) -> None:
 def address_for(ordinal: int) -> str:
     """The ordinal-th member address: 10.213.0.2 onwards, skipping the gateway."""
     return str(SUBNET.network_address + 2 + ordinal)
+
+
+def claim(address: str, owner: Path) -> bool:
+    """Take `address` for the instance in directory `owner`; False if someone else has it.
+    A claim whose owner directory is gone (a crash) is taken over."""
+    CLAIMS.mkdir(parents=True, exist_ok=True)
+    path = CLAIMS / address
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    except FileExistsError:
+        holder = Path(path.read_text().strip() or "/nonexistent")
+        if holder == owner:
+            return True
+        if holder.exists():
+            return False
+        path.unlink(missing_ok=True)
+        return claim(address, owner)
+    with os.fdopen(fd, "w") as out:
+        out.write(str(owner))
+    return True
+
+
+def release(address: str, owner: Path) -> None:
+    path = CLAIMS / address
+    with contextlib.suppress(OSError):
+        if path.read_text().strip() == str(owner):
+            path.unlink()
