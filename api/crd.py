@@ -1,6 +1,6 @@
 """CustomResourceDefinitions generated from the models: the models are the one source of truth.
 
-    python -m api.crd            # write crds/*.yaml
+    python -m api.crd            # write crds/*.yaml and charts/oneclick/crds/*.yaml
     python -m api.crd --check    # exit 1 when the checked-in CRDs differ from the models
 """
 
@@ -24,6 +24,8 @@ from api.launch import ClusterLaunchSpec, ClusterLaunchStatus
 from api.member import LaunchMemberSpec, LaunchMemberStatus
 
 CRD_DIR = Path(__file__).resolve().parent.parent / "crds"
+# The Helm chart ships the same files (helm installs a chart's crds/ before anything else).
+CHART_CRD_DIR = CRD_DIR.parent / "charts" / "oneclick" / "crds"
 CATEGORY = "oneclick"
 
 
@@ -189,11 +191,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Generate the CRDs from the API models.")
     parser.add_argument("--check", action="store_true",
                         help="compare instead of writing; exit 1 on any difference")
-    parser.add_argument("directory", nargs="?", type=Path, default=CRD_DIR)
+    parser.add_argument("directory", nargs="*", type=Path, default=[CRD_DIR, CHART_CRD_DIR],
+                        help="where to write (default: crds/ and the chart's crds/)")
     args = parser.parse_args(argv)
     stale = []
-    for kind in KINDS:
-        path = path_of(kind, args.directory)
+    for kind, directory in [(k, d) for k in KINDS for d in args.directory]:
+        path = path_of(kind, directory)
         text = render(kind)
         if args.check:
             if not path.is_file() or path.read_text() != text:

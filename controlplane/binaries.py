@@ -1,4 +1,4 @@
-"""kube-apiserver, kubectl and etcd, built from the Go module proxy and cached by version.
+"""kube-apiserver, kubectl, etcd and helm, built from the Go module proxy, cached by version.
 
 Each binary comes from a wrapper Go module of ours under `gomod/` (see the comments in its
 go.mod for why a wrapper is needed). The cache key is the release plus a digest of go.mod and
@@ -34,7 +34,7 @@ class Component:
     module: str  # folder under gomod/
     release_module: str  # the module whose version names the release
     packages: dict[str, str]  # binary name -> Go package
-    ldflags_version_prefix: str | None = None  # where the release's version is stamped
+    version_flags: tuple[str, ...] = ()  # -X flags; {version}, {major}, {minor} filled in
 
     @property
     def dir(self) -> Path:
@@ -57,18 +57,11 @@ class Component:
         return h.hexdigest()[:12]
 
     def ldflags(self) -> str:
-        flags = ["-s", "-w"]
-        if self.ldflags_version_prefix:
-            version = self.release
-            major, minor = version.lstrip("v").split(".")[:2]
-            p = self.ldflags_version_prefix
-            flags += [
-                f"-X {p}.gitVersion={version}",
-                f"-X {p}.gitMajor={major}",
-                f"-X {p}.gitMinor={minor}",
-                f"-X {p}.gitTreeState=clean",
-            ]
-        return " ".join(flags)
+        version = self.release
+        major, minor = version.lstrip("v").split(".")[:2]
+        stamps = [f"-X {f.format(version=version, major=major, minor=minor)}"
+                  for f in self.version_flags]
+        return " ".join(["-s", "-w", *stamps])
 
 
 KUBERNETES = Component(
@@ -78,14 +71,25 @@ KUBERNETES = Component(
         "kube-apiserver": "k8s.io/kubernetes/cmd/kube-apiserver",
         "kubectl": "k8s.io/kubernetes/cmd/kubectl",
     },
-    ldflags_version_prefix="k8s.io/component-base/version",
+    version_flags=(
+        "k8s.io/component-base/version.gitVersion={version}",
+        "k8s.io/component-base/version.gitMajor={major}",
+        "k8s.io/component-base/version.gitMinor={minor}",
+        "k8s.io/component-base/version.gitTreeState=clean",
+    ),
 )
 ETCD = Component(
     module="etcd",
     release_module="go.etcd.io/etcd/server/v3",
     packages={"etcd": "go.etcd.io/etcd/server/v3"},
 )
-COMPONENTS = (KUBERNETES, ETCD)
+HELM = Component(
+    module="helm",
+    release_module="helm.sh/helm/v3",
+    packages={"helm": "helm.sh/helm/v3/cmd/helm"},
+    version_flags=("helm.sh/helm/v3/internal/version.version={version}",),
+)
+COMPONENTS = (KUBERNETES, ETCD, HELM)
 
 
 def cache_root() -> Path:
@@ -145,7 +149,7 @@ def _build(component: Component, target: Path, log: bool) -> None:
 
 
 def ensure_binaries(log: bool = True) -> dict[str, Path]:
-    """Paths to kube-apiserver, kubectl and etcd, building whatever the cache lacks."""
+    """Paths to kube-apiserver, kubectl, etcd and helm, building whatever the cache lacks."""
     paths: dict[str, Path] = {}
     with _build_lock():
         for component in COMPONENTS:

@@ -22,6 +22,8 @@ class ControllerProcess:
     namespace: str  # where the controller keeps its Secrets
     log: Path
     extra_env: dict[str, str] = field(default_factory=dict)
+    # The controller's own credentials, when they are not the admin's (a ServiceAccount's).
+    identity: Path | None = None
     broker_port: int = field(default_factory=free_port)
     metrics_port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
@@ -34,8 +36,8 @@ class ControllerProcess:
     def metrics_url(self) -> str:
         return f"http://127.0.0.1:{self.metrics_port}/metrics"
 
-    def start(self, timeout: float = 60.0) -> None:
-        env = {**os.environ, "KUBECONFIG": str(self.kubeconfig),
+    def start(self, timeout: float = 60.0, wait: bool = True) -> None:
+        env = {**os.environ, "KUBECONFIG": str(self.identity or self.kubeconfig),
                "OCC_NAMESPACE": self.namespace, "OCC_BROKER_LISTEN": "127.0.0.1",
                "OCC_BROKER_PORT": str(self.broker_port),
                "OCC_METRICS_PORT": str(self.metrics_port), "OCC_HEALTH_PORT": "0",
@@ -43,7 +45,8 @@ class ControllerProcess:
         with open(self.log, "ab") as out:
             self.process = subprocess.Popen(["occ-controller"], env=env, stdout=out,
                                             stderr=subprocess.STDOUT)
-        self.wait_ready(timeout)
+        if wait:
+            self.wait_ready(timeout)
 
     def wait_ready(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout

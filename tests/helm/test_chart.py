@@ -1,0 +1,265 @@
+"""The Helm chart: lint, render, install into the real API server, values checked by its
+schema, and the controller's rights proven least: with the chart's ServiceAccount a launch
+becomes Ready, and without any single one of its rules it does not."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.conftest import kubectl
+from tests.controller.launches import create, events, get, sample
+from tests.controller_process import ControllerProcess
+
+ROOT = Path(__file__).resolve().parents[2]
+CHART = ROOT / "charts" / "oneclick"
+
+
+def helm(binaries: dict[str, Path], *args: str,
+         check: bool = True) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run([str(binaries["helm"]), *args], capture_output=True, text=True,
+                            timeout=120, check=False, env={**os.environ, "HELM_CACHE_HOME":
+                                                           "/tmp/occ-helm-cache"})
+    if check and result.returncode != 0:
+        raise AssertionError(f"helm {' '.join(args)}: {result.stderr}")
+    return result
+
+
+def render(binaries: dict[str, Path], *sets: str) -> dict[tuple[str, str], dict[str, Any]]:
+    out = helm(binaries, "template", "oneclick", str(CHART), "-n", "oneclick-system", *sets).stdout
+    return {(d["kind"], d["metadata"]["name"]): d for d in yaml.safe_load_all(out) if d}
+
+
+def test_the_chart_lints(binaries: dict[str, Path]) -> None:
+    linted = helm(binaries, "lint", str(CHART), "--strict")
+    assert "1 chart(s) linted, 0 chart(s) failed" in linted.stdout
+
+
+def test_the_chart_crds_are_the_generated_ones() -> None:
+    for crd in (ROOT / "crds").glob("*.yaml"):
+        assert (CHART / "crds" / crd.name).read_text() == crd.read_text(), crd.name
+
+
+def test_default_values_render_a_locked_down_controller(binaries: dict[str, Path]) -> None:
+    objects = render(binaries)
+    assert {kind for kind, _ in objects} == {
+        "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding",
+        "Deployment", "Service"}
+    deployment = objects[("Deployment", "oneclick")]
+    pod = deployment["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert container["securityContext"]["allowPrivilegeEscalation"] is False
+    assert container["resources"]["limits"] and container["resources"]["requests"]
+    assert container["livenessProbe"]["httpGet"]["port"] == "health"
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["OCC_NAMESPACE"] == "oneclick-system" and env["OCC_HEALTH_PORT"] == "8080"
+    # The metrics Service selects the controller's pods.
+    metrics = objects[("Service", "oneclick-metrics")]
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert metrics["spec"]["selector"].items() <= labels.items()
+    assert metrics["spec"]["ports"][0]["targetPort"] in {p["name"] for p in container["ports"]}
+    assert objects[("Service", "oneclick")]["spec"]["type"] == "LoadBalancer"
+
+
+def test_other_values_render_what_they_ask_for(binaries: dict[str, Path]) -> None:
+    objects = render(
+        binaries, "--set", "metrics.serviceMonitor.enabled=true",
+        "--set", "networkPolicy.enabled=true", "--set", "broker.service.type=NodePort",
+        "--set", "broker.service.nodePort=30443",
+        "--set", "broker.service.externalAddress=198.51.100.4",
+        "--set", "watchNamespaces={team-a,team-b}",
+        "--set", "providers.credentialsSecret=cloud-credentials",
+        "--set", "broker.tls.existingSecret=my-broker-ca")
+    assert ("ServiceMonitor", "oneclick") in objects
+    assert ("NetworkPolicy", "oneclick") in objects
+    broker = objects[("Service", "oneclick")]["spec"]
+    assert broker["type"] == "NodePort" and broker["ports"][0]["nodePort"] == 30443
+    container = objects[("Deployment", "oneclick")]["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["OCC_BROKER_URL"] == "https://198.51.100.4:8443"
+    assert "198.51.100.4" in env["OCC_BROKER_NAMES"].split(",")
+    assert env["OCC_WATCH_NAMESPACES"] == "team-a,team-b"
+    assert env["OCC_BROKER_CA_SECRET"] == "my-broker-ca"
+    assert container["envFrom"] == [{"secretRef": {"name": "cloud-credentials"}}]
+    monitor = objects[("ServiceMonitor", "oneclick")]["spec"]
+    metrics = objects[("Service", "oneclick-metrics")]["metadata"]["labels"]
+    assert monitor["selector"]["matchLabels"].items() <= metrics.items()
+
+
+@pytest.mark.parametrize("setting, words", [
+    ("broker.service.type=Bogus", "/broker/service/type"),
+    ("broker.port=70000", "/broker/port"),
+    ("replicaCount=2", "replicaCount"),
+    ("broker.url=http://insecure", "/broker/url"),
+])
+def test_the_values_schema_refuses_bad_values(binaries: dict[str, Path], setting: str,
+                                              words: str) -> None:
+    refused = helm(binaries, "template", "oneclick", str(CHART), "--set", setting, check=False)
+    assert refused.returncode != 0 and "values don't meet the specifications" in refused.stderr
+    assert words in refused.stderr
+
+
+# -- installed, and used with the chart's own rights -----------------------------------------
+
+
+@pytest.fixture(scope="module")
+def no_other_controller(controller: ControllerProcess) -> Iterator[None]:
+    """The session's controller steps aside (so that only the chart's reconciles), then
+    comes back: everything it needs is in the API server."""
+    controller.stop()
+    try:
+        yield
+    finally:
+        controller.start()
+
+
+def _install(binaries: dict[str, Path], kubeconfig: Path) -> str:
+    namespace = "oneclick-" + os.urandom(3).hex()
+    helm(binaries, "install", "oneclick", str(CHART), "-n", namespace, "--create-namespace",
+         "--kubeconfig", str(kubeconfig), "--set", "broker.service.type=ClusterIP", "--wait=false")
+    return namespace
+
+
+def _service_account_kubeconfig(kubeconfig: Path, namespace: str, path: Path) -> Path:
+    """A kubeconfig that authenticates as the chart's ServiceAccount, by a real token."""
+    token = kubectl(kubeconfig, "create", "token", "oneclick", "-n", namespace,
+                    "--duration=1h").stdout.strip()
+    admin = yaml.safe_load(kubeconfig.read_text())
+    cluster = admin["clusters"][0]["cluster"]
+    path.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config",
+        "clusters": [{"name": "c", "cluster": cluster}],
+        "users": [{"name": "sa", "user": {"token": token}}],
+        "contexts": [{"name": "c", "context": {"cluster": "c", "user": "sa"}}],
+        "current-context": "c"}))
+    return path
+
+
+def test_helm_install_creates_every_object(binaries: dict[str, Path], crds: Path,
+                                           kubeconfig: Path) -> None:
+    namespace = _install(binaries, kubeconfig)
+    for kind in ("serviceaccount", "role", "rolebinding", "deployment", "service"):
+        kubectl(kubeconfig, "get", kind, "oneclick", "-n", namespace)
+    kubectl(kubeconfig, "get", "service", "oneclick-metrics", "-n", namespace)
+    kubectl(kubeconfig, "get", "clusterrole", "oneclick")
+    kubectl(kubeconfig, "get", "clusterrolebinding", "oneclick")
+    listed = helm(binaries, "list", "-n", namespace, "--kubeconfig", str(kubeconfig), "-o", "json")
+    assert json.loads(listed.stdout)[0]["status"] == "deployed"
+    helm(binaries, "uninstall", "oneclick", "-n", namespace, "--kubeconfig", str(kubeconfig))
+
+
+def _launch_works(kubeconfig: Path, namespace: str, seconds: float) -> bool:
+    """A base cluster whose gridmap comes from a Secret reaches Ready, with its events."""
+    secret = kubectl(kubeconfig, "create", "secret", "generic", "gridmap", "-n", namespace,
+                     "--from-literal=gridmap=jobrun", check=False)
+    assert secret.returncode == 0 or "already exists" in secret.stderr
+    document = sample("base-cluster.yaml", data=[{"name": "gridmap", "valueFrom": {
+        "secretKeyRef": {"name": "gridmap", "key": "gridmap"}}}])
+    document["metadata"] = {"generateName": "least-"}
+    name = create(kubeconfig, namespace, document)
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        status = (get(kubeconfig, namespace, "cl", name) or {}).get("status") or {}
+        if status.get("phase") == "Ready" and "AllReported" in events(kubeconfig, namespace,
+                                                                      name):
+            return True
+        time.sleep(1)
+    return False
+
+
+def _rules_without(kubeconfig: Path, kind: str, name: str, namespace: str,
+                   index: int | None) -> None:
+    """Put the chart's role back as installed, or without its rule `index`."""
+    args = ["-n", namespace] if kind == "role" else []
+    obj = json.loads(kubectl(kubeconfig, "get", kind, name, *args, "-o", "json").stdout)
+    annotations = obj["metadata"].get("annotations", {})
+    original = json.loads(base64.b64decode(annotations["oneclick.test/rules"])) if (
+        "oneclick.test/rules" in annotations) else obj["rules"]
+    rules = [r for i, r in enumerate(original) if i != index]
+    patch = {"metadata": {"annotations": {"oneclick.test/rules": base64.b64encode(
+        json.dumps(original).encode()).decode()}}, "rules": rules}
+    kubectl(kubeconfig, "patch", kind, name, *args, "--type=merge", "-p", json.dumps(patch))
+
+
+def _rule_cases() -> list[tuple[str, int | None]]:
+    rendered = (CHART / "templates" / "rbac.yaml").read_text()
+    cluster_rules = rendered.split("kind: ClusterRoleBinding")[0].count("  - apiGroups:")
+    role_rules = rendered.split("kind: Role\n")[1].split("kind: RoleBinding")[0].count(
+        "  - apiGroups:")
+    # The first case removes nothing: the control that shows this harness itself works.
+    cases: list[tuple[str, int | None]] = [("clusterrole", None)]
+    cases += [("clusterrole", i) for i in range(cluster_rules)]
+    return cases + [("role", i) for i in range(role_rules)]
+
+
+@pytest.fixture(scope="module")
+def least_privilege(binaries: dict[str, Path], crds: Path, kubeconfig: Path,
+                    no_other_controller: None, local_state: Path, images: Path,
+                    tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, float]]:
+    """The chart installed; a launch made by a controller running with its ServiceAccount's
+    token; the namespace and how long that launch took."""
+    namespace = _install(binaries, kubeconfig)
+    work = tmp_path_factory.mktemp("least-privilege")
+    process = ControllerProcess(
+        kubeconfig, namespace, work / "controller.log",
+        identity=_service_account_kubeconfig(kubeconfig, namespace, work / "sa.kubeconfig"),
+        extra_env={"OCC_BROKER_LISTEN": "0.0.0.0",  # noqa: S104
+                   "OCC_LOCAL_STATE_DIR": str(local_state), "OCC_LOCAL_IMAGES_DIR": str(images),
+                   "OCC_BROKER_CA_SECRET": "oneclick-broker-ca",
+                   "OCC_TOKEN_KEY_SECRET": "oneclick-token-key"})
+    process.start()
+    started = time.monotonic()
+    try:
+        assert _launch_works(kubeconfig, namespace, 120), process.log.read_text()[-3000:]
+        took = time.monotonic() - started
+    finally:
+        process.stop()
+    yield namespace, took
+    kubectl(kubeconfig, "delete", "clusterlaunches", "--all", "-n", namespace, "--wait=false")
+
+
+def test_the_chart_service_account_can_run_a_launch(least_privilege: tuple[str, float]) -> None:
+    """(The fixture ran it: a base cluster, Ready with its events, within two minutes.)"""
+    _, took = least_privilege
+    assert took < 120
+
+
+@pytest.mark.parametrize("kind, rule", _rule_cases())
+def test_without_any_single_rule_a_launch_fails(
+    kind: str, rule: int | None, least_privilege: tuple[str, float], kubeconfig: Path,
+    local_state: Path, images: Path, tmp_path: Path,
+) -> None:
+    namespace, took = least_privilege
+    # A fresh controller namespace: its Secrets (CA, token key) must be made again.
+    kubectl(kubeconfig, "delete", "secret", "oneclick-broker-ca", "oneclick-token-key", "-n",
+            namespace, "--ignore-not-found")
+    _rules_without(kubeconfig, kind, "oneclick", namespace, rule)
+    process = ControllerProcess(
+        kubeconfig, namespace, tmp_path / "controller.log",
+        identity=_service_account_kubeconfig(kubeconfig, namespace, tmp_path / "sa.kubeconfig"),
+        extra_env={"OCC_BROKER_LISTEN": "0.0.0.0",  # noqa: S104
+                   "OCC_LOCAL_STATE_DIR": str(local_state), "OCC_LOCAL_IMAGES_DIR": str(images),
+                   "OCC_BROKER_CA_SECRET": "oneclick-broker-ca",
+                   "OCC_TOKEN_KEY_SECRET": "oneclick-token-key"})
+    process.start(wait=False)
+    try:
+        worked = _launch_works(kubeconfig, namespace, max(30.0, 3 * took))
+    finally:
+        process.stop()
+        _rules_without(kubeconfig, kind, "oneclick", namespace, None)
+        kubectl(kubeconfig, "delete", "clusterlaunches", "--all", "-n", namespace, "--wait=false")
+    if rule is None:
+        assert worked, "with every rule, the launch must work here too"
+    else:
+        assert not worked, f"the launch worked without {kind} rule {rule}: it is not needed"
