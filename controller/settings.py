@@ -15,6 +15,7 @@
 | OCC_HEALTH_PORT | 8080 | kopf liveness endpoint port (0: off) |
 | OCC_LOCAL_STATE_DIR | ~/.local/state/oneclick/local | where the local provider keeps its members |
 | OCC_LOCAL_IMAGES_DIR | samples/images | the local provider's image folders |
+| OCC_SIMULATED_PROVIDER | false | also offer the `simulated` provider (benchmarks, dry runs) |
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ class Settings(BaseModel):
     health_port: int = Field(default=8080, ge=0, le=65535)
     local_state_dir: str | None = None
     local_images_dir: str | None = None
+    simulated_provider: bool = False
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:

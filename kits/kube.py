@@ -144,6 +144,13 @@ class KubeClient:
         result: JSON = response.json()
         return result
 
+    async def text(self, path: str) -> str:
+        """A non-JSON endpoint (the API server's /metrics, say)."""
+        response = await self._http.get(path, headers={"Accept": "text/plain"})
+        if response.status_code >= 400:
+            raise ApiError(response.status_code, response.text, f"GET {path}")
+        return response.text
+
     async def list(self, path: str, **params: str) -> JSON:
         return await self.request("GET", path, params=params)
 

@@ -12,6 +12,7 @@ from controller.providers.base import (
     ProviderError,
 )
 from controller.providers.local import LocalProvider
+from controller.providers.simulated import SimulatedProvider
 from controller.settings import Settings
 
 
@@ -20,7 +21,11 @@ def configured_providers(settings: Settings) -> dict[str, Provider]:
         state_dir=Path(settings.local_state_dir) if settings.local_state_dir else None,
         images_dir=Path(settings.local_images_dir) if settings.local_images_dir else None,
     )
-    return {local.name: local}
+    providers: dict[str, Provider] = {local.name: local}
+    if settings.simulated_provider:
+        simulated = SimulatedProvider()
+        providers[simulated.name] = simulated
+    return providers
 
 
 __all__ = ["Instance", "InstanceState", "LaunchRequest", "Provider", "ProviderError",
