@@ -93,24 +93,25 @@ async def one_size(kube: KubeClient, kubeconfig: Path, size: int, workdir: Path)
             latencies[response.request.url.path].append(took)
 
         tls: ssl.SSLContext = tls_context(ca)
-        http = httpx.AsyncClient(
-            verify=tls, timeout=httpx.Timeout(120, connect=30, pool=120),
-            limits=httpx.Limits(max_connections=size + 10, max_keepalive_connections=size + 10),
-            event_hooks={"request": [started], "response": [answered]})
 
         async def agent(member: dict[str, Any], ordinal: int) -> None:
             bootstrap = Bootstrap(broker_url=controller.broker_url, ca_cert=ca,
                                   namespace="default", cluster=name,
                                   member=member["metadata"]["name"],
                                   token=tokens.token_for(key, member["metadata"]["uid"]))
-            client = BrokerClient(bootstrap, http=http)
-            address = member["status"]["addresses"][0]
-            await client.provide_identity(Identity(
-                hostname=member["metadata"]["name"][:63],
-                fqdn=f"{member['metadata']['name']}.bench", addresses=[address],
-                ssh_host_keys=[ED25519, RSA]))
-            await client.context(wait=30)
-            await client.report(Report(ok=True, message="contextualized"))
+            # One connection per agent, as real agents have (a shared pool of thousands of
+            # connections costs the client more than the broker).
+            async with httpx.AsyncClient(
+                    verify=tls, timeout=httpx.Timeout(120, connect=60),
+                    event_hooks={"request": [started], "response": [answered]}) as http:
+                client = BrokerClient(bootstrap, http=http)
+                address = member["status"]["addresses"][0]
+                await client.provide_identity(Identity(
+                    hostname=member["metadata"]["name"][:63],
+                    fqdn=f"{member['metadata']['name']}.bench", addresses=[address],
+                    ssh_host_keys=[ED25519, RSA]))
+                await client.context(wait=30)
+                await client.report(Report(ok=True, message="contextualized"))
 
         tasks = [asyncio.create_task(agent(m, i)) for i, m in enumerate(members)]
         last_start = time.perf_counter()
@@ -123,7 +124,6 @@ async def one_size(kube: KubeClient, kubeconfig: Path, size: int, workdir: Path)
                 break
             await asyncio.sleep(0.1)
         ready = time.perf_counter() - last_start
-        await http.aclose()
         writes = await apiserver_writes(kube, "launchmembers") - writes_before
         launch_json = await kube.get(custom_path("ClusterLaunch", "default", name))
         member_list = await kube.list(custom_path("LaunchMember", "default"),

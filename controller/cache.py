@@ -9,7 +9,6 @@ from here and the reconcile loop reads members from here: nothing lists per requ
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -91,7 +90,7 @@ class LaunchCache:
     _by_token: dict[str, Key] = field(default_factory=dict)
     _members_of: dict[Key, dict[tuple[str, int], Key]] = field(default_factory=dict)
     _versions: dict[Key, int] = field(default_factory=dict)
-    _changed: dict[Key, asyncio.Event] = field(default_factory=dict)
+    listeners: list[Callable[[Key], None]] = field(default_factory=list)
 
     # -- reading --------------------------------------------------------------------------
 
@@ -109,21 +108,13 @@ class LaunchCache:
     def version(self, cluster: Key) -> int:
         return self._versions.get(cluster, 0)
 
-    async def wait_for_change(self, cluster: Key, seen: int, seconds: float) -> None:
-        """Return when the cluster changed after version `seen`, or after `seconds`."""
-        if self.version(cluster) != seen or seconds <= 0:
-            return
-        event = self._changed.setdefault(cluster, asyncio.Event())
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(event.wait(), seconds)
-
     # -- writing --------------------------------------------------------------------------
 
     def _touch(self, cluster: Key) -> None:
+        """A launch or one of its members changed: a new version, and the listeners told."""
         self._versions[cluster] = self._versions.get(cluster, 0) + 1
-        event = self._changed.pop(cluster, None)
-        if event is not None:
-            event.set()
+        for listener in self.listeners:
+            listener(cluster)
 
     def put_member(self, obj: JSON) -> MemberRecord:
         record = MemberRecord.from_object(obj)

@@ -8,12 +8,18 @@ from the LaunchMembers that happen to exist yet.
 All members of one role entry get the same context but for their own identity, so the shared
 part is computed and serialized once per role entry and cluster version, then reused: at
 thousands of members, that is what keeps a context request cheap.
+
+Members waiting for their context wait on their role entry's completion, not on every change:
+changes are coalesced (at most one rebuild of a cluster's view per COALESCE seconds, and only
+while someone waits), so a thousand identities arriving do not wake a thousand waiters a
+thousand times each.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 from dataclasses import dataclass, field
 
@@ -22,6 +28,7 @@ from controller.cache import Key, LaunchCache, LaunchRecord, MemberRecord
 from kits.kube import JSON, ApiError, KubeClient, core_path
 
 WAITING_FOR_SHOWN = 10
+COALESCE = 0.05
 
 
 class LaunchGone(Exception):
@@ -64,6 +71,39 @@ class ContextBuilder:
         self._cache, self._kube = cache, kube
         self._views: dict[Key, _ClusterView] = {}
         self._locks: dict[Key, asyncio.Lock] = {}
+        self._waiters: dict[Key, dict[str, asyncio.Event]] = {}  # cluster -> role -> complete
+        self._dirty: set[Key] = set()
+        cache.listeners.append(self._changed)
+
+    def _changed(self, cluster: Key) -> None:
+        if cluster in self._waiters and cluster not in self._dirty:
+            self._dirty.add(cluster)
+            asyncio.get_running_loop().call_later(
+                COALESCE, lambda: asyncio.ensure_future(self._refresh(cluster)))
+
+    async def _refresh(self, cluster: Key) -> None:
+        """Rebuild the view once for a batch of changes; wake the roles now complete."""
+        self._dirty.discard(cluster)
+        waiting = self._waiters.get(cluster, {})
+        try:
+            view = await self._view(cluster)
+        except (LaunchGone, DataUnavailable):
+            complete = list(waiting)  # wake them all: they will hear why
+        else:
+            complete = [role for role in waiting
+                        if role not in view.roles or view.roles[role].pending is None]
+        for role in complete:
+            waiting.pop(role).set()
+        if not waiting:
+            self._waiters.pop(cluster, None)
+
+    async def wait_complete(self, member: MemberRecord, seconds: float) -> None:
+        """Return when the member's role entry may be complete, or after `seconds`."""
+        event = self._waiters.setdefault(member.cluster_key, {}).setdefault(
+            member.role, asyncio.Event())
+        self._changed(member.cluster_key)  # (it may have completed before we registered)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(event.wait(), seconds)
 
     async def context_json(self, member: MemberRecord) -> bytes | Pending:
         """The member's complete context as JSON, or what it still waits for."""
@@ -74,9 +114,17 @@ class ContextBuilder:
         if role_view.pending is not None:
             return role_view.pending
         me = view.peers.get((member.namespace, member.name))
-        if me is None:  # complete, yet not us: we are beyond the role's quantity (scaled down)
-            raise LaunchGone(f"member {member.name} is no longer part of launch {member.cluster}")
+        if me is None:
+            if member.index >= self._quantity(member):  # beyond the role's quantity: scaled down
+                raise LaunchGone(f"member {member.name} is no longer part of launch "
+                                 f"{member.cluster}")
+            return Pending(waiting_for=[member.name], missing=1)  # its own identity first
         return b'{"member":' + json.dumps(me).encode() + b"," + role_view.shared_json + b"}"
+
+    def _quantity(self, member: MemberRecord) -> int:
+        launch = self._cache.launches.get(member.cluster_key)
+        roles = launch.spec.get("roles", []) if launch else []
+        return next((int(r.get("quantity", 1)) for r in roles if r["name"] == member.role), 0)
 
     async def _view(self, cluster: Key) -> _ClusterView:
         version = self._cache.version(cluster)
@@ -112,10 +160,10 @@ class ContextBuilder:
         data = await self._data(launch)
         for entry in spec["roles"]:
             required = entry.get("requires", {}).get("roles", [])
-            needed = {entry["name"]} | {
-                e["name"] for role in required for e in _entries_providing(spec, role)}
-            if everyone:
-                needed = {e["name"] for e in spec["roles"]}
+            # Whose identity this role's members wait for: everyone's when the context lists
+            # every member (for /etc/hosts, host-based SSH), else the required roles' only.
+            needed = ({e["name"] for e in spec["roles"]} if everyone else
+                      {e["name"] for role in required for e in _entries_providing(spec, role)})
             waiting = [m for name in sorted(needed) for m in missing[name]]
             wanted_data = entry.get("requires", {}).get("data", [])
             waiting += [f"data:{d}" for d in wanted_data if d not in data]
@@ -130,8 +178,7 @@ class ContextBuilder:
                            if p["role"] == e["name"]]
                     for role in required
                 },
-                "members": all_peers if everyone else [
-                    p for p in all_peers if p["role"] in needed],
+                "members": [p for p in all_peers if everyone or p["role"] in needed],
                 "data": {d: data[d] for d in wanted_data},
                 "sshAuthorizedKeys": spec.get("sshAuthorizedKeys", []),
                 "hostsFile": spec.get("hostsFile", True),

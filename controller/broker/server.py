@@ -192,7 +192,6 @@ class Broker:
             raise Problem(400, f"wait must be between 0 and {MAX_WAIT:.0f} seconds")
         deadline = time.monotonic() + wait
         while True:
-            seen = self._cache.version(record.cluster_key)
             try:
                 answer = await self._context.context_json(record)
             except LaunchGone as gone:
@@ -204,7 +203,7 @@ class Broker:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return self._pending(answer)
-            await self._cache.wait_for_change(record.cluster_key, seen, remaining)
+            await self._context.wait_complete(record, remaining)
             # The member may have changed too (deleted, token revoked): look it up again.
             current = self._cache.members.get((record.namespace, record.name))
             if current is None or current.token_hash != record.token_hash:

@@ -152,8 +152,9 @@ async def _converge_members(rt: Runtime, launch: LaunchRecord) -> None:
     for role, index in desired:
         if (role, index) not in members:
             await create_member(rt, launch, roles[role], index)
+    wanted = set(desired)
     for slot, member in members.items():
-        if slot not in desired and not member.deleting:
+        if slot not in wanted and not member.deleting:
             await delete_member(rt, member)  # its finalizer terminates the instance
     for slot in desired:
         fresh = rt.cache.member_at((launch.namespace, launch.name), *slot)
