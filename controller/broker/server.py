@@ -8,6 +8,7 @@ and report is in the member's status before the answer goes out.
 from __future__ import annotations
 
 import asyncio
+import asyncio.sslproto
 import datetime
 import json
 import logging
@@ -233,9 +234,15 @@ class Broker:
         return web.json_response({"synced": ready}, status=200 if ready else 503)
 
 
+# asyncio gives every TLS connection a 256 KiB read buffer; thousands of agents hold a
+# connection each (long polls), and TLS records are at most 16 KiB.
+TLS_READ_BUFFER = 32 * 1024
+
+
 async def serve(app: web.Application, host: str, port: int,
                 tls: ssl.SSLContext) -> web.AppRunner:
     """Start serving `app` over TLS; the caller cleans the returned runner up."""
+    asyncio.sslproto.SSLProtocol.max_size = TLS_READ_BUFFER
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     site = web.TCPSite(runner, host, port, ssl_context=tls, backlog=2048)
