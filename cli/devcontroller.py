@@ -18,6 +18,7 @@ from api.crd import KINDS
 from controlplane import ControlPlane
 from controlplane.local import free_port
 from kits.kube import ApiError, KubeClient, custom_path
+from kits.processes import running as _alive
 
 NAMESPACE = "oneclick-system"
 STATE = "controller.json"
@@ -38,13 +39,6 @@ async def install_crds(kube: KubeClient) -> None:
     with contextlib.suppress(ApiError):
         await kube.create("/api/v1/namespaces", {
             "apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}})
-
-
-def _alive(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def running(workdir: Path) -> dict[str, int] | None:

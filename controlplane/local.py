@@ -25,6 +25,7 @@ import httpx
 from controlplane import kubeconfig
 from controlplane.binaries import ensure_binaries
 from kits.pki import CertificateAuthority, new_signing_key_pem
+from kits.processes import running
 
 STATE_FILE = "state.json"
 READY_TIMEOUT = 120.0
@@ -104,11 +105,9 @@ def _is_our_process(pid: int | None, binary: str | None) -> bool:
         return False
     try:
         exe = os.readlink(f"/proc/{pid}/exe")
-        with open(f"/proc/{pid}/stat") as f:
-            state = f.read().rsplit(")", 1)[1].split()[0]
     except OSError:
         return False
-    return exe == binary and state != "Z"
+    return exe == binary and running(pid)
 
 
 def _wait_gone(pid: int, timeout: float) -> bool:
@@ -118,11 +117,7 @@ def _wait_gone(pid: int, timeout: float) -> bool:
             done, _ = os.waitpid(pid, os.WNOHANG)  # reap it if it is our child
             if done == pid:
                 return True
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                if f.read().rsplit(")", 1)[1].split()[0] == "Z":
-                    return True
-        except OSError:
+        if not running(pid):
             return True
         time.sleep(0.05)
     return False

@@ -10,6 +10,7 @@ import pytest
 import controlplane
 from controlplane import kubeconfig as kubeconfigs
 from kits.pki import CertificateAuthority, KeyPair
+from kits.processes import running as _running
 from tests.conftest import kubectl
 
 
@@ -53,14 +54,6 @@ def test_rbac_forbids_a_user_without_bindings_and_allows_a_bound_one(
     allowed = kubectl(stranger, "get", "namespaces", "-o", "name")
     assert "namespace/default" in allowed.stdout
     assert kubectl(stranger, "get", "secrets", "-A", check=False).returncode != 0
-
-
-def _running(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def test_stopping_leaves_no_etcd_or_apiserver_process(

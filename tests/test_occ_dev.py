@@ -7,6 +7,8 @@ import shlex
 import subprocess
 from pathlib import Path
 
+from kits.processes import running
+
 
 def occ(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(["occ", *args], capture_output=True, text=True, env=env, timeout=300,
@@ -50,11 +52,4 @@ def _walk_through(first: subprocess.CompletedProcess[str], tmp_path: Path,
     assert gone.returncode == 1 and "no control plane is running" in gone.stderr
     for key in ("etcd_pid", "apiserver_pid"):
         pid = int(state.split(f'"{key}": ')[1].split(",")[0])
-        assert not Path(f"/proc/{pid}/exe").exists() or _zombie(pid)
-
-
-def _zombie(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
-    except OSError:
-        return True
+        assert not running(pid)

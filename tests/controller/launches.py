@@ -10,6 +10,7 @@ from typing import Any
 
 import yaml
 
+from kits.processes import running as _alive
 from tests.conftest import kubectl
 
 SAMPLES = Path(__file__).resolve().parents[2] / "samples"
@@ -79,13 +80,6 @@ def instance_directories(state: Path, namespace: str) -> list[Path]:
     """Every instance directory of the namespace, live or not."""
     return [p.parent for p in state.glob("instances/*/instance.json")
             if json.loads(p.read_text())["namespace"] == namespace]
-
-
-def _alive(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def events(kubeconfig: Path, namespace: str, name: str) -> list[str]:

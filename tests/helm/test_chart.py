@@ -203,6 +203,18 @@ def _rule_cases() -> list[tuple[str, int | None]]:
     return cases + [("role", i) for i in range(role_rules)]
 
 
+def _chart_controller(kubeconfig: Path, namespace: str, work: Path, local_state: Path,
+                      images: Path) -> ControllerProcess:
+    """occ-controller as the chart runs it, with the chart's ServiceAccount's own token."""
+    return ControllerProcess(
+        kubeconfig, namespace, work / "controller.log",
+        identity=_service_account_kubeconfig(kubeconfig, namespace, work / "sa.kubeconfig"),
+        extra_env={"OCC_BROKER_LISTEN": "0.0.0.0",  # noqa: S104
+                   "OCC_LOCAL_STATE_DIR": str(local_state), "OCC_LOCAL_IMAGES_DIR": str(images),
+                   "OCC_BROKER_CA_SECRET": "oneclick-broker-ca",
+                   "OCC_TOKEN_KEY_SECRET": "oneclick-token-key"})
+
+
 @pytest.fixture(scope="module")
 def least_privilege(binaries: dict[str, Path], crds: Path, kubeconfig: Path,
                     no_other_controller: None, local_state: Path, images: Path,
@@ -210,14 +222,8 @@ def least_privilege(binaries: dict[str, Path], crds: Path, kubeconfig: Path,
     """The chart installed; a launch made by a controller running with its ServiceAccount's
     token; the namespace and how long that launch took."""
     namespace = _install(binaries, kubeconfig)
-    work = tmp_path_factory.mktemp("least-privilege")
-    process = ControllerProcess(
-        kubeconfig, namespace, work / "controller.log",
-        identity=_service_account_kubeconfig(kubeconfig, namespace, work / "sa.kubeconfig"),
-        extra_env={"OCC_BROKER_LISTEN": "0.0.0.0",  # noqa: S104
-                   "OCC_LOCAL_STATE_DIR": str(local_state), "OCC_LOCAL_IMAGES_DIR": str(images),
-                   "OCC_BROKER_CA_SECRET": "oneclick-broker-ca",
-                   "OCC_TOKEN_KEY_SECRET": "oneclick-token-key"})
+    process = _chart_controller(kubeconfig, namespace, tmp_path_factory.mktemp("least"),
+                                local_state, images)
     process.start()
     started = time.monotonic()
     try:
@@ -245,13 +251,7 @@ def test_without_any_single_rule_a_launch_fails(
     kubectl(kubeconfig, "delete", "secret", "oneclick-broker-ca", "oneclick-token-key", "-n",
             namespace, "--ignore-not-found")
     _rules_without(kubeconfig, kind, "oneclick", namespace, rule)
-    process = ControllerProcess(
-        kubeconfig, namespace, tmp_path / "controller.log",
-        identity=_service_account_kubeconfig(kubeconfig, namespace, tmp_path / "sa.kubeconfig"),
-        extra_env={"OCC_BROKER_LISTEN": "0.0.0.0",  # noqa: S104
-                   "OCC_LOCAL_STATE_DIR": str(local_state), "OCC_LOCAL_IMAGES_DIR": str(images),
-                   "OCC_BROKER_CA_SECRET": "oneclick-broker-ca",
-                   "OCC_TOKEN_KEY_SECRET": "oneclick-token-key"})
+    process = _chart_controller(kubeconfig, namespace, tmp_path, local_state, images)
     process.start(wait=False)
     try:
         worked = _launch_works(kubeconfig, namespace, max(30.0, 3 * took))

@@ -27,6 +27,7 @@ from pathlib import Path
 
 from controller.providers.base import Instance, InstanceState, LaunchRequest, ProviderError
 from controller.providers.local import network
+from kits.processes import running as _alive
 
 NAMESPACED_INIT = """#!/bin/sh
 # Boot of local member {member}, inside its own network, mount and UTS namespaces.
@@ -78,14 +79,6 @@ class InstanceRecord:
     address: str
     namespaced: bool
     pid: int | None = None
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def default_images_dir() -> Path:
