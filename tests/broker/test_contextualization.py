@@ -58,14 +58,23 @@ def run_agents(controller: ControllerProcess, namespace: str, members: dict[str,
     return results
 
 
+def stage_base(kubeconfig: Path, namespace: str, token_key: bytes, tmp_path: Path,
+               image: dict[str, int] | None = None,
+               ) -> tuple[dict[str, StagedMember], dict[str, Path]]:
+    """The base cluster staged, each member with a root made from `image`."""
+    members = stage_launch(kubeconfig, namespace, "base", base_cluster_spec(), token_key)
+    roots = {name: tmp_path / short(name) for name in members}
+    for root in roots.values():
+        make_image(root, image or IMAGE)
+    return members, roots
+
+
 def test_three_agents_contextualize_and_configure_themselves(
     controller: ControllerProcess, kubeconfig: Path, namespace: str, token_key: bytes,
     tmp_path: Path,
 ) -> None:
-    members = stage_launch(kubeconfig, namespace, "base", base_cluster_spec(), token_key)
-    roots = {name: tmp_path / short(name) for name in members}
+    members, roots = stage_base(kubeconfig, namespace, token_key, tmp_path)
     for root in roots.values():
-        make_image(root, IMAGE)
         (root / "etc").mkdir(exist_ok=True)
         (root / "etc" / "hosts").write_text("127.0.0.1 localhost\n")
 
@@ -169,10 +178,7 @@ def test_a_broker_killed_midway_loses_nothing(
     controller: ControllerProcess, kubeconfig: Path, namespace: str, token_key: bytes,
     tmp_path: Path,
 ) -> None:
-    members = stage_launch(kubeconfig, namespace, "base", base_cluster_spec(), token_key)
-    roots = {name: tmp_path / short(name) for name in members}
-    for root in roots.values():
-        make_image(root, IMAGE)
+    members, roots = stage_base(kubeconfig, namespace, token_key, tmp_path)
     ca = controller.ca_pem()
     first = {
         name: start_agent(roots[name], members[name].bootstrap(
