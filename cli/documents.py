@@ -7,56 +7,28 @@ import re
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import ValidationError
 
 from api import API_VERSION
 from api.launch import ClusterLaunchSpec
+from kits import yamlfile
 
 
-class DocumentError(ValueError):
+class DocumentError(yamlfile.YamlFileError):
     """A document that cannot be launched: the message starts with FILE:LINE."""
 
 
-def _node_line(node: yaml.Node, path: tuple[str | int, ...]) -> int:
-    """The line of the deepest node of `path` found in the YAML tree (1-based)."""
-    line = node.start_mark.line + 1
-    for part in path:
-        if isinstance(node, yaml.MappingNode):
-            match = next((v for k, v in node.value if k.value == part), None)
-        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(
-                node.value):
-            match = node.value[part]
-        else:
-            match = None
-        if match is None:
-            break
-        node, line = match, match.start_mark.line + 1
-    return line
-
-
-def _field(path: tuple[str | int, ...]) -> str:
-    text = ""
-    for part in path:
-        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
-    return text
-
-
 def load_yaml(path: Path) -> dict[str, Any]:
-    text = path.read_text()
     try:
-        node = yaml.compose(text)
-        document = yaml.safe_load(text)
-    except yaml.MarkedYAMLError as error:
-        mark = error.problem_mark
-        where = f"{path}:{mark.line + 1}" if mark else str(path)
-        raise DocumentError(f"{where}: {error.problem}") from error
+        document, node = yamlfile.parse(path)
+    except yamlfile.YamlFileError as error:
+        raise DocumentError(str(error)) from error
     if not isinstance(document, dict) or node is None:
         raise DocumentError(f"{path}:1: expected a ClusterLaunch (or its spec) as a mapping")
     prefix: tuple[str, ...] = ()
     if "kind" in document:
         if document.get("kind") != "ClusterLaunch":
-            raise DocumentError(f"{path}:{_node_line(node, ('kind',))}: kind must be "
+            raise DocumentError(f"{path}:{yamlfile.node_line(node, ('kind',))}: kind must be "
                                 f"ClusterLaunch, not {document.get('kind')!r}")
         prefix = ("spec",)
         spec = document.get("spec")
@@ -66,11 +38,7 @@ def load_yaml(path: Path) -> dict[str, Any]:
     try:
         ClusterLaunchSpec.model_validate(spec)
     except ValidationError as error:
-        first = error.errors()[0]
-        loc = prefix + tuple(first["loc"])
-        raise DocumentError(f"{path}:{_node_line(node, loc)}: {_field(loc)}: {first['msg']}"
-                            + (f" (and {error.error_count() - 1} more)"
-                               if error.error_count() > 1 else "")) from error
+        raise DocumentError(yamlfile.validation_message(path, node, error, prefix)) from error
     document.setdefault("metadata", {})
     return document
 

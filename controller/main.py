@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import argparse
 import logging
+from pathlib import Path
 
 import kopf
 
 from controller import operator  # noqa: F401  (registers the handlers)
+from controller.providers import config as providers_config
 from controller.settings import Settings
+from kits.yamlfile import YamlFileError
 
 
 def main() -> None:
@@ -22,6 +25,11 @@ def main() -> None:
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     args = parser.parse_args()
     settings = Settings.from_env()
+    if settings.providers_file:  # a mistake there stops us here, named by file and line
+        try:
+            providers_config.load(Path(settings.providers_file))
+        except YamlFileError as error:
+            parser.exit(2, f"occ-controller: {error}\n")
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -16,7 +16,7 @@ from controller.broker import tokens
 from controller.broker.runtime import RunningBroker, start_broker
 from controller.cache import LaunchCache, MemberRecord, run_reflectors
 from controller.providers import Provider, ProviderError, configured_providers
-from controller.secrets import ensure_secret
+from controller.secrets import ensure_secret, read_secret
 from controller.settings import Settings
 from kits.kube import KubeClient
 
@@ -43,7 +43,8 @@ class Runtime:
         kube = KubeClient()
         cache = LaunchCache()
         reflectors = asyncio.create_task(run_reflectors(kube, cache), name="watch-cache")
-        providers = configured_providers(settings)
+        providers = configured_providers(
+            settings, lambda name: read_secret(kube, settings.namespace, name))
         key = await ensure_secret(kube, settings.namespace, settings.token_key_secret,
                                   lambda: {"key": tokens.new_token_key()})
         names = tuple(dict.fromkeys(

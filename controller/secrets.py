@@ -1,4 +1,5 @@
-"""The controller's own Secrets (broker CA, token key): read them, or make them once."""
+"""Secrets in the controller's namespace: its own (broker CA, token key), read or made once,
+and the ones providers read their credentials from."""
 
 from __future__ import annotations
 
@@ -12,13 +13,9 @@ async def ensure_secret(kube: KubeClient, namespace: str, name: str,
                         make: Callable[[], dict[str, bytes]],
                         type: str = "Opaque") -> dict[str, bytes]:
     """The Secret's data; when it does not exist, `make()` it (whoever creates it first wins)."""
-    path = core_path("secrets", namespace, name)
-    try:
-        data = (await kube.get(path)).get("data", {})
-        return {k: base64.b64decode(v) for k, v in data.items()}
-    except ApiError as error:
-        if error.status != 404:
-            raise
+    found = await read_secret(kube, namespace, name)
+    if found is not None:
+        return found
     made = make()
     body = {"apiVersion": "v1", "kind": "Secret", "type": type,
             "metadata": {"name": name, "namespace": namespace,
@@ -31,3 +28,14 @@ async def ensure_secret(kube: KubeClient, namespace: str, name: str,
             raise
         return await ensure_secret(kube, namespace, name, make, type)
     return made
+
+
+async def read_secret(kube: KubeClient, namespace: str, name: str) -> dict[str, bytes] | None:
+    """The Secret's data, or None when there is no such Secret."""
+    try:
+        data = (await kube.get(core_path("secrets", namespace, name))).get("data") or {}
+    except ApiError as error:
+        if error.status == 404:
+            return None
+        raise
+    return {k: base64.b64decode(v) for k, v in data.items()}

@@ -16,6 +16,7 @@
 | OCC_LOCAL_STATE_DIR | ~/.local/state/oneclick/local | where the local provider keeps its members |
 | OCC_LOCAL_IMAGES_DIR | samples/images | the local provider's image folders |
 | OCC_SIMULATED_PROVIDER | false | also offer the `simulated` provider (benchmarks, dry runs) |
+| OCC_PROVIDERS_FILE | (none) | YAML file of more providers (ssh, ec2): see docs/providers.md |
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ class Settings(BaseModel):
     local_state_dir: str | None = None
     local_images_dir: str | None = None
     simulated_provider: bool = False
+    providers_file: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:

@@ -4,19 +4,24 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from controller.providers import config
 from controller.providers.base import (
     Instance,
     InstanceState,
     LaunchRequest,
     Provider,
     ProviderError,
+    SecretReader,
 )
+from controller.providers.ec2 import EC2Provider
 from controller.providers.local import LocalProvider
 from controller.providers.simulated import SimulatedProvider
+from controller.providers.ssh import SSHProvider
 from controller.settings import Settings
 
 
-def configured_providers(settings: Settings) -> dict[str, Provider]:
+def configured_providers(settings: Settings, secrets: SecretReader) -> dict[str, Provider]:
+    """`local` (and `simulated` when asked for), then those of the providers file."""
     local = LocalProvider(
         state_dir=Path(settings.local_state_dir) if settings.local_state_dir else None,
         images_dir=Path(settings.local_images_dir) if settings.local_images_dir else None,
@@ -25,6 +30,10 @@ def configured_providers(settings: Settings) -> dict[str, Provider]:
     if settings.simulated_provider:
         simulated = SimulatedProvider()
         providers[simulated.name] = simulated
+    if settings.providers_file:
+        for entry in config.load(Path(settings.providers_file)).providers:
+            providers[entry.name] = (SSHProvider(entry, secrets) if entry.type == "ssh"
+                                     else EC2Provider(entry, secrets))
     return providers
 
 

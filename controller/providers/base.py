@@ -7,6 +7,7 @@ never make a second one); `describe` and `terminate` take many instances at once
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol
@@ -48,6 +49,22 @@ class ProviderError(RuntimeError):
     def __init__(self, message: str, permanent: bool = False) -> None:
         super().__init__(message)
         self.permanent = permanent
+
+
+# A Secret's data by name (from the controller's namespace), None when there is none.
+SecretReader = Callable[[str], Awaitable[dict[str, bytes] | None]]
+
+
+async def secret_value(read: SecretReader, provider: str, secret: str, key: str) -> bytes:
+    """One key of a Secret a provider's configuration names; a clear error when it is missing."""
+    data = await read(secret)
+    if data is None:
+        raise ProviderError(f"provider {provider!r}: there is no Secret {secret!r} in the "
+                            "controller's namespace", permanent=True)
+    if key not in data:
+        raise ProviderError(f"provider {provider!r}: the Secret {secret!r} has no key {key!r} "
+                            f"(it has: {', '.join(sorted(data)) or 'none'})", permanent=True)
+    return data[key]
 
 
 class Provider(Protocol):
