@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
 import controlplane
 from tests.controller_process import ControllerProcess
@@ -117,12 +118,16 @@ def controller(crds: Path, kubeconfig: Path, images: Path, local_state: Path,
                tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControllerProcess]:
     namespace = "occ-system-" + os.urandom(3).hex()
     kubectl(kubeconfig, "create", "namespace", namespace)
+    directory = tmp_path_factory.mktemp("controller")
+    providers = directory / "providers.yaml"  # more providers: see configure_providers()
+    providers.write_text("providers: []\n")
     process = ControllerProcess(
-        kubeconfig, namespace, tmp_path_factory.mktemp("controller") / "controller.log",
+        kubeconfig, namespace, directory / "controller.log",
         # Members reach the broker on the bridge's address, so it listens beyond loopback.
         extra_env={"OCC_BROKER_LISTEN": "0.0.0.0",  # noqa: S104
                    "OCC_LOCAL_STATE_DIR": str(local_state),
-                   "OCC_LOCAL_IMAGES_DIR": str(images)})
+                   "OCC_LOCAL_IMAGES_DIR": str(images),
+                   "OCC_PROVIDERS_FILE": str(providers)})
     process.start()
     try:
         yield process
@@ -131,6 +136,17 @@ def controller(crds: Path, kubeconfig: Path, images: Path, local_state: Path,
         process.stop()
         leftovers = _sweep(local_state)
     assert leftovers == [], f"instances outlived their launches: {leftovers}"
+
+
+def configure_providers(controller: ControllerProcess, **entries: dict[str, object]) -> None:
+    """Offer these providers (by name) besides the ones already configured, as an operator
+    does: edit the providers file, restart the controller."""
+    path = Path(controller.extra_env["OCC_PROVIDERS_FILE"])
+    providers = {p["name"]: p for p in yaml.safe_load(path.read_text())["providers"]}
+    providers.update({name: {"name": name, **entry} for name, entry in entries.items()})
+    path.write_text(yaml.safe_dump({"providers": list(providers.values())}))
+    controller.stop()
+    controller.start()
 
 
 def _terminate_every_launch(kubeconfig: Path, timeout: float = 120.0) -> None:

@@ -127,9 +127,16 @@ class EC2Provider:
                                 "name an AMI id (ami-...)", permanent=True)
         if ami not in self._images_seen:
             client = await self._ec2()
-            found = await self._call(functools.partial(client.describe_images, ImageIds=[ami]),
-                                     f"looking up image {image!r}")
-            if not found["Images"]:
+
+            def exists() -> bool:
+                try:
+                    return bool(client.describe_images(ImageIds=[ami])["Images"])
+                except botocore.exceptions.ClientError as error:
+                    if _code(error).startswith("InvalidAMIID"):
+                        return False
+                    raise
+
+            if not await self._call(exists, f"looking up image {image!r}"):
                 raise ProviderError(f"unknown image {image!r}: there is no {ami} in region "
                                     f"{self.config.region}", permanent=True)
             self._images_seen.add(ami)
@@ -164,7 +171,7 @@ class EC2Provider:
         try:
             return await asyncio.to_thread(call)
         except botocore.exceptions.ClientError as error:
-            code = error.response.get("Error", {}).get("Code", "")
+            code = _code(error)
             message = error.response.get("Error", {}).get("Message", str(error))
             if code.startswith("InvalidAMIID"):
                 raise ProviderError(f"{what}: unknown image: {message} (in region "
@@ -173,6 +180,10 @@ class EC2Provider:
             raise ProviderError(f"{what}: {code}: {message}", permanent=permanent) from error
         except botocore.exceptions.BotoCoreError as error:
             raise ProviderError(f"{what}: {error}") from error
+
+
+def _code(error: botocore.exceptions.ClientError) -> str:
+    return error.response.get("Error", {}).get("Code", "")
 
 
 def _instance(raw: InstanceTypeDef) -> Instance:
