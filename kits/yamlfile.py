@@ -18,19 +18,29 @@ class YamlFileError(ValueError):
 
 def node_line(node: yaml.Node, path: tuple[str | int, ...]) -> int:
     """The line of the deepest node of `path` found in the YAML tree (1-based)."""
+    return _resolve(node, path)[0]
+
+
+def _resolve(node: yaml.Node, path: tuple[str | int, ...]) -> tuple[int, tuple[str | int, ...]]:
+    """The line of `path` in the tree, and the path as the file spells it: a part that is not
+    in the file is dropped (a union's tag that pydantic adds) unless it is the last (a field
+    that is missing)."""
     line = node.start_mark.line + 1
-    for part in path:
+    shown: tuple[str | int, ...] = ()
+    for depth, part in enumerate(path):
+        match: yaml.Node | None = None
         if isinstance(node, yaml.MappingNode):
             match = next((v for k, v in node.value if k.value == part), None)
+            if match is None and depth < len(path) - 1 and isinstance(path[depth + 1], str):
+                continue
         elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(
                 node.value):
             match = node.value[part]
-        else:
-            match = None
+        shown += (part,)
         if match is None:
-            break
+            return line, shown + path[depth + 1:]
         node, line = match, match.start_mark.line + 1
-    return line
+    return line, shown
 
 
 def field_path(path: tuple[str | int, ...]) -> str:
@@ -60,9 +70,9 @@ def validation_message(path: Path, node: yaml.Node, error: ValidationError,
                        prefix: tuple[str | int, ...] = ()) -> str:
     """FILE:LINE: field: what is wrong (and how many more problems there are)."""
     first = error.errors()[0]
-    loc = prefix + tuple(first["loc"])
+    line, loc = _resolve(node, prefix + tuple(first["loc"]))
     more = error.error_count() - 1
-    return (f"{path}:{node_line(node, loc)}: {field_path(loc)}: {first['msg']}"
+    return (f"{path}:{line}: {field_path(loc) + ': ' if loc else ''}{first['msg']}"
             + (f" (and {more} more)" if more else ""))
 
 

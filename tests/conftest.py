@@ -13,6 +13,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -138,7 +139,7 @@ def controller(crds: Path, kubeconfig: Path, images: Path, local_state: Path,
     assert leftovers == [], f"instances outlived their launches: {leftovers}"
 
 
-def configure_providers(controller: ControllerProcess, **entries: dict[str, object]) -> None:
+def configure_providers(controller: ControllerProcess, **entries: Any) -> None:
     """Offer these providers (by name) besides the ones already configured, as an operator
     does: edit the providers file, restart the controller."""
     path = Path(controller.extra_env["OCC_PROVIDERS_FILE"])

@@ -120,14 +120,15 @@ ProviderConfig = Annotated[SSHProviderConfig | EC2ProviderConfig, Field(discrimi
 class ProvidersFile(Model):
     providers: list[ProviderConfig] = Field(default_factory=list)
 
-    @model_validator(mode="after")
-    def _unique_names(self) -> ProvidersFile:
+    @field_validator("providers")
+    @classmethod
+    def _unique_names(cls, providers: list[ProviderConfig]) -> list[ProviderConfig]:
         seen = {"local", "simulated"}
-        for provider in self.providers:
+        for provider in providers:
             if provider.name in seen:
                 raise ValueError(f"provider name {provider.name!r} is taken")
             seen.add(provider.name)
-        return self
+        return providers
 
 
 def load(path: Path) -> ProvidersFile:

@@ -52,8 +52,11 @@ def failure(spec: JSON, members: list[MemberRecord], created: datetime.datetime,
                            f"{member.name}: {step} exited with code "
                            f"{member.report.get('exitCode')}: {member.report.get('message', '')}")
         if member.status.get("phase") == "Failed" and member.report is None:
-            return Failure("InstanceFailed", f"{member.name}: "
-                           + _condition_message(member.status, "Running"))
+            launched = _condition(member.status, "Launched")
+            if launched.get("status") == "False":  # the provider could not make it
+                return Failure("LaunchFailed", f"{member.name}: {launched.get('message', '')}")
+            return Failure("InstanceFailed", f"{member.name}: " + str(
+                _condition(member.status, "Running").get("message", "its instance failed")))
     timeouts = spec.get("timeouts", {})
     if all_running_since is None:
         limit = parse_duration(timeouts.get("launch", "15m"))
@@ -70,11 +73,11 @@ def failure(spec: JSON, members: list[MemberRecord], created: datetime.datetime,
     return None
 
 
-def _condition_message(status: JSON, type: str) -> str:
+def _condition(status: JSON, type: str) -> JSON:
     for condition in status.get("conditions", []):
         if condition.get("type") == type:
-            return str(condition.get("message", ""))
-    return "its instance failed"
+            return dict(condition)
+    return {}
 
 
 @dataclass(frozen=True)

@@ -125,7 +125,14 @@ async def launch_member(rt: Runtime, member: MemberRecord) -> None:
                 ("Launched", False, "ProviderError", str(error))])
         return
     metrics.PROVIDER_CALLS.labels(provider_name, "launch", "ok").inc()
-    await record_instance(rt, member, instance, launched=True)
+    fresh = rt.cache.members.get((member.namespace, member.name))
+    if fresh is None or fresh.deleting or fresh.status.get("phase") == "Terminated":
+        # Terminated (or deleted) while the provider was at work: its termination could not
+        # see this instance yet, so it ends here, not left running unowned.
+        logger.info("%s ended while it launched; terminating %s", member.name, instance.id)
+        await provider.terminate([instance.id])
+        return
+    await record_instance(rt, fresh, instance, launched=True)
 
 
 async def record_instance(rt: Runtime, member: MemberRecord, instance: Instance,
