@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
+from controller.providers import config as providers_config
 from tests.conftest import kubectl
 from tests.controller.launches import create, events, get, sample
 from tests.controller_process import ControllerProcess
@@ -72,14 +73,16 @@ def test_default_values_render_a_locked_down_controller(binaries: dict[str, Path
     assert objects[("Service", "oneclick")]["spec"]["type"] == "LoadBalancer"
 
 
-def test_other_values_render_what_they_ask_for(binaries: dict[str, Path]) -> None:
+def test_other_values_render_what_they_ask_for(binaries: dict[str, Path],
+                                               tmp_path: Path) -> None:
     objects = render(
         binaries, "--set", "metrics.serviceMonitor.enabled=true",
         "--set", "networkPolicy.enabled=true", "--set", "broker.service.type=NodePort",
         "--set", "broker.service.nodePort=30443",
         "--set", "broker.service.externalAddress=198.51.100.4",
         "--set", "watchNamespaces={team-a,team-b}",
-        "--set", "providers.credentialsSecret=cloud-credentials",
+        "--set-json", 'providers=[{"name": "aws", "type": "ec2", "region": "eu-west-1", '
+        '"brokerHost": "198.51.100.4", "credentials": {"secret": "aws-credentials"}}]',
         "--set", "broker.tls.existingSecret=my-broker-ca")
     assert ("ServiceMonitor", "oneclick") in objects
     assert ("NetworkPolicy", "oneclick") in objects
@@ -91,7 +94,15 @@ def test_other_values_render_what_they_ask_for(binaries: dict[str, Path]) -> Non
     assert "198.51.100.4" in env["OCC_BROKER_NAMES"].split(",")
     assert env["OCC_WATCH_NAMESPACES"] == "team-a,team-b"
     assert env["OCC_BROKER_CA_SECRET"] == "my-broker-ca"
-    assert container["envFrom"] == [{"secretRef": {"name": "cloud-credentials"}}]
+    # The providers file: mounted where OCC_PROVIDERS_FILE says, and one the controller takes.
+    assert env["OCC_PROVIDERS_FILE"] == "/etc/oneclick/providers.yaml"
+    assert {"name": "providers", "mountPath": "/etc/oneclick", "readOnly": True} in container[
+        "volumeMounts"]
+    providers_file = tmp_path / "providers.yaml"
+    providers_file.write_text(objects[("ConfigMap", "oneclick-providers")]["data"][
+        "providers.yaml"])
+    [aws] = providers_config.load(providers_file).providers
+    assert aws.name == "aws" and aws.type == "ec2" and aws.region == "eu-west-1"
     monitor = objects[("ServiceMonitor", "oneclick")]["spec"]
     metrics = objects[("Service", "oneclick-metrics")]["metadata"]["labels"]
     assert monitor["selector"]["matchLabels"].items() <= metrics.items()
@@ -102,6 +113,7 @@ def test_other_values_render_what_they_ask_for(binaries: dict[str, Path]) -> Non
     ("broker.port=70000", "/broker/port"),
     ("replicaCount=2", "replicaCount"),
     ("broker.url=http://insecure", "/broker/url"),
+    ("providers[0].type=gce", "/providers/0"),
 ])
 def test_the_values_schema_refuses_bad_values(binaries: dict[str, Path], setting: str,
                                               words: str) -> None:
