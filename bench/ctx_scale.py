@@ -18,23 +18,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import json
-import os
 import resource
-import ssl
 import tempfile
 import time
-from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-import httpx
-
-from agent.client import BrokerClient, tls_context
 from api import API_VERSION
-from api.protocol import Bootstrap, Identity, Report
 from bench.harness import (
+    SimulatedAgents,
     apiserver_writes,
     control_plane,
     percentile,
@@ -42,12 +35,9 @@ from bench.harness import (
     secret_data,
     start_controller,
 )
-from controller.broker import tokens
 from kits.kube import KubeClient, custom_path
 
 NAMESPACE = "oneclick-system"
-ED25519 = "ssh-ed25519 " + base64.b64encode(os.urandom(51)).decode()
-RSA = "ssh-rsa " + base64.b64encode(os.urandom(398)).decode()  # the size of an RSA-3072 key
 
 
 def launch(name: str, size: int) -> dict[str, Any]:
@@ -83,37 +73,9 @@ async def one_size(kube: KubeClient, kubeconfig: Path, size: int, workdir: Path)
         key = (await secret_data(kube, NAMESPACE, "oneclick-token-key"))["key"]
         ca = (await secret_data(kube, NAMESPACE, "oneclick-broker-ca"))["tls.crt"].decode()
         writes_before = await apiserver_writes(kube, "launchmembers")
-        latencies: dict[str, list[float]] = defaultdict(list)
-
-        async def started(request: httpx.Request) -> None:
-            request.extensions["t0"] = time.perf_counter()
-
-        async def answered(response: httpx.Response) -> None:
-            took = time.perf_counter() - response.request.extensions["t0"]
-            latencies[response.request.url.path].append(took)
-
-        tls: ssl.SSLContext = tls_context(ca)
-
-        async def agent(member: dict[str, Any], ordinal: int) -> None:
-            bootstrap = Bootstrap(broker_url=controller.broker_url, ca_cert=ca,
-                                  namespace="default", cluster=name,
-                                  member=member["metadata"]["name"],
-                                  token=tokens.token_for(key, member["metadata"]["uid"]))
-            # One connection per agent, as real agents have (a shared pool of thousands of
-            # connections costs the client more than the broker).
-            async with httpx.AsyncClient(
-                    verify=tls, timeout=httpx.Timeout(120, connect=60),
-                    event_hooks={"request": [started], "response": [answered]}) as http:
-                client = BrokerClient(bootstrap, http=http)
-                address = member["status"]["addresses"][0]
-                await client.provide_identity(Identity(
-                    hostname=member["metadata"]["name"][:63],
-                    fqdn=f"{member['metadata']['name']}.bench", addresses=[address],
-                    ssh_host_keys=[ED25519, RSA]))
-                await client.context(wait=30)
-                await client.report(Report(ok=True, message="contextualized"))
-
-        tasks = [asyncio.create_task(agent(m, i)) for i, m in enumerate(members)]
+        agents = SimulatedAgents(controller.broker_url, ca, key)
+        latencies = agents.latencies
+        tasks = [asyncio.create_task(agents.run(m)) for m in members]
         last_start = time.perf_counter()
         await asyncio.gather(*tasks)
         reported = time.perf_counter() - last_start

@@ -12,12 +12,19 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import defaultdict
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+import httpx
 
 import controlplane
+from agent.client import BrokerClient, tls_context
+from api.protocol import Bootstrap, Identity, Report
 from cli.devcontroller import install_crds
+from controller.broker import tokens
 from controlplane.local import free_port
 from kits.kube import KubeClient, core_path
 
@@ -100,6 +107,49 @@ async def apiserver_writes(kube: KubeClient, resource: str) -> int:
                 re.search(r'verb="(APPLY|PATCH|POST|PUT|DELETE)"', line)):
             total += int(float(line.rsplit(" ", 1)[1]))
     return total
+
+
+ED25519 = "ssh-ed25519 " + base64.b64encode(os.urandom(51)).decode()
+RSA = "ssh-rsa " + base64.b64encode(os.urandom(398)).decode()  # the size of an RSA-3072 key
+
+
+@dataclass
+class SimulatedAgents:
+    """Agents of simulated instances, in this process, speaking the real protocol over real
+    TLS with the agent's own client; the latency of every request is kept by endpoint."""
+
+    broker_url: str
+    ca: str
+    token_key: bytes
+    latencies: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
+
+    async def run(self, member: dict[str, Any]) -> None:
+        """One member's agent: identity, context (long poll), report."""
+        bootstrap = Bootstrap(broker_url=self.broker_url, ca_cert=self.ca,
+                              namespace=member["metadata"]["namespace"],
+                              cluster=member["spec"]["cluster"],
+                              member=member["metadata"]["name"],
+                              token=tokens.token_for(self.token_key, member["metadata"]["uid"]))
+        # One connection per agent, as real agents have (a shared pool of thousands of
+        # connections costs the client more than the broker).
+        async with httpx.AsyncClient(
+                verify=tls_context(self.ca), timeout=httpx.Timeout(120, connect=60),
+                event_hooks={"request": [self._started], "response": [self._answered]}) as http:
+            client = BrokerClient(bootstrap, http=http)
+            await client.provide_identity(Identity(
+                hostname=member["metadata"]["name"][:63],
+                fqdn=f"{member['metadata']['name']}.bench",
+                addresses=[member["status"]["addresses"][0]], ssh_host_keys=[ED25519, RSA]))
+            await client.context(wait=30)
+            await client.report(Report(ok=True, message="contextualized"))
+
+    @staticmethod
+    async def _started(request: httpx.Request) -> None:
+        request.extensions["t0"] = time.perf_counter()
+
+    async def _answered(self, response: httpx.Response) -> None:
+        took = time.perf_counter() - response.request.extensions["t0"]
+        self.latencies[response.request.url.path].append(took)
 
 
 def percentile(values: list[float], fraction: float) -> float:
