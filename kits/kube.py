@@ -7,6 +7,7 @@ kubeconfig it understands works, and in-cluster service accounts too.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import ssl
 from collections.abc import AsyncIterator
@@ -111,25 +112,35 @@ class KubeClient:
         if impersonate:
             headers["Impersonate-User"] = impersonate
         self.host = configuration.host
-        # Every connection kept alive: a burst of status writes must not pay a TLS handshake
-        # each. (HTTP/2 was tried: a request could stall behind the watches sharing its
-        # connection.)
+        # Requests on HTTP/2: a thousand status writes in flight share a connection instead
+        # of queueing for (or handshaking) one each. Watches on HTTP/1.1, a connection each:
+        # a watch's stream shares no flow-control window with the requests (on one HTTP/2
+        # connection, a request once stalled behind the watches).
         self._http = httpx.AsyncClient(
-            base_url=configuration.host, verify=tls, headers=headers,
+            base_url=configuration.host, verify=tls, headers=headers, http2=True,
             timeout=httpx.Timeout(timeout, connect=10.0),
-            limits=httpx.Limits(max_connections=64, max_keepalive_connections=64),
+            limits=httpx.Limits(max_connections=16, max_keepalive_connections=16),
+        )
+        # Requests beyond this many wait here, not in the connection pool (which scans its
+        # whole queue for every request it assigns: thousands queued there cost O(n²)).
+        self._in_flight = asyncio.Semaphore(64)
+        self._watches = httpx.AsyncClient(
+            base_url=configuration.host, verify=tls, headers=headers,
+            limits=httpx.Limits(max_connections=None, max_keepalive_connections=0),
         )
 
     async def aclose(self) -> None:
         await self._http.aclose()
+        await self._watches.aclose()
 
     async def request(self, method: str, path: str, *, body: Any = None,
                       content_type: str = "application/json",
                       params: dict[str, str] | None = None) -> JSON:
         content = None if body is None else json.dumps(body).encode()
         headers = {"Content-Type": content_type} if content is not None else {}
-        response = await self._http.request(method, path, content=content, headers=headers,
-                                            params=params)
+        async with self._in_flight:
+            response = await self._http.request(method, path, content=content,
+                                                headers=headers, params=params)
         if response.status_code >= 400:
             raise ApiError(response.status_code, response.text, f"{method} {path}")
         result: JSON = response.json()
@@ -176,7 +187,7 @@ class KubeClient:
         """Events of one watch request, until the server ends it."""
         params = urlencode({"watch": "true", "resourceVersion": resource_version,
                             "allowWatchBookmarks": "true", "timeoutSeconds": timeout_seconds})
-        async with self._http.stream(
+        async with self._watches.stream(
             "GET", f"{path}?{params}", timeout=httpx.Timeout(timeout_seconds + 30, connect=10.0)
         ) as response:
             if response.status_code >= 400:
