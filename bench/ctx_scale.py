@@ -75,6 +75,7 @@ async def one_size(kube: KubeClient, kubeconfig: Path, size: int, workdir: Path)
         writes_before = await apiserver_writes(kube, "launchmembers")
         agents = SimulatedAgents(controller.broker_url, ca, key)
         latencies = agents.latencies
+        launched_mib = controller.rss_mib()
         tasks = [asyncio.create_task(agents.run(m)) for m in members]
         last_start = time.perf_counter()
         await asyncio.gather(*tasks)
@@ -103,6 +104,7 @@ async def one_size(kube: KubeClient, kubeconfig: Path, size: int, workdir: Path)
                 "p50": round(1000 * percentile(v, 0.5), 1),
                 "p99": round(1000 * percentile(v, 0.99), 1)} for path, v in latencies.items()},
             "api_writes_per_member": round(writes / size, 2),
+            "controller_mib_before_agents": round(launched_mib, 1),
             "controller_peak_mib": round(controller.peak_rss_mib(), 1),
             "largest_object_kib": round(largest / 1024, 1),
         }

@@ -64,8 +64,15 @@ class Controller:
 
     def peak_rss_mib(self) -> float:
         """The controller's peak resident memory (VmHWM)."""
+        return self._memory("VmHWM")
+
+    def rss_mib(self) -> float:
+        """The controller's resident memory now (VmRSS)."""
+        return self._memory("VmRSS")
+
+    def _memory(self, field: str) -> float:
         status = Path(f"/proc/{self.process.pid}/status").read_text()
-        match = re.search(r"VmHWM:\s+(\d+) kB", status)
+        match = re.search(field + r":\s+(\d+) kB", status)
         return int(match.group(1)) / 1024 if match else 0.0
 
     def stop(self) -> None:
