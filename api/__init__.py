@@ -7,3 +7,9 @@ use it inside a VM image without kopf or the Kubernetes client.
 GROUP = "clusters.oneclick.dev"
 VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
+# A paused launch (or member) is left alone by the reconciler, as Cluster API's paused
+# annotation: for maintenance, for handing launches between controllers, and for tests that
+# play the controller's part themselves. The broker still serves its members.
+PAUSED = f"{GROUP}/paused"
+# What keeps a launch or member until its instances are terminated.
+FINALIZER = f"{GROUP}/finalizer"

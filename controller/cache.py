@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from api import PAUSED
 from kits.kube import JSON, ApiError, KubeClient, custom_path
 
 logger = logging.getLogger(__name__)
@@ -37,6 +38,8 @@ class MemberRecord:
     spec: JSON = field(default_factory=dict)
     status: JSON = field(default_factory=dict)
     deleting: bool = False
+    finalizers: tuple[str, ...] = ()
+    paused: bool = False
 
     @property
     def cluster_key(self) -> Key:
@@ -52,6 +55,8 @@ class MemberRecord:
             token_hash=status.get("tokenHash"), identity=status.get("identity"),
             report=status.get("report"), conditions=status.get("conditions") or [],
             spec=spec, status=status, deleting="deletionTimestamp" in meta,
+            finalizers=tuple(meta.get("finalizers") or ()),
+            paused=PAUSED in (meta.get("annotations") or {}),
         )
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -25,6 +25,7 @@ JSON = dict[str, Any]
 _SERVICE_ACCOUNT = "/var/run/secrets/kubernetes.io/serviceaccount"
 APPLY = "application/apply-patch+yaml"
 MERGE = "application/merge-patch+json"
+JSON_PATCH = "application/json-patch+json"
 
 
 class ApiError(RuntimeError):
@@ -173,6 +174,10 @@ class KubeClient:
 
     async def merge_patch(self, path: str, body: JSON) -> JSON:
         return await self.request("PATCH", path, body=body, content_type=MERGE)
+
+    async def json_patch(self, path: str, operations: Sequence[JSON]) -> JSON:
+        """RFC 6902 operations; a failed `test` operation is a 422 and changes nothing."""
+        return await self.request("PATCH", path, body=list(operations), content_type=JSON_PATCH)
 
     async def apply(self, path: str, body: JSON, manager: str) -> JSON:
         """Server-side apply: each writer owns only the fields (and condition types) it sets."""

@@ -3,11 +3,12 @@ instances watched, terminated when their launch ends or they are deleted."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import logging
 from collections.abc import Sequence
 
-from api import API_VERSION
+from api import API_VERSION, FINALIZER
 from api.conditions import Condition, set_condition
 from controller import metrics
 from controller.broker import tokens
@@ -52,6 +53,7 @@ def member_body(launch: LaunchRecord, role: JSON, index: int, provider: str) -> 
         "metadata": {
             "name": member_name(launch.name, role["name"], index),
             "namespace": launch.namespace,
+            "finalizers": [FINALIZER],  # released by release_deleted_members
             "labels": {CLUSTER_LABEL: launch.name, ROLE_LABEL: role["name"]},
             "ownerReferences": [{
                 "apiVersion": API_VERSION, "kind": "ClusterLaunch", "name": launch.name,
@@ -182,3 +184,34 @@ async def terminate_members(rt: Runtime, members: list[MemberRecord],
         for member in group if mark else ():
             await write_status(rt, member, phase="Terminated", conditions=[
                 ("Running", False, "Terminated", "the instance was terminated")])
+
+
+async def release_deleted_members(rt: Runtime, every: float = 1.0) -> None:
+    """A deleted member goes only after its instance (a scale-down, a deleted launch, or
+    kubectl): each one being deleted is terminated, then our finalizer is taken off it. A
+    sweep of the cache each second, so a restarted controller finishes what it had begun."""
+    releasing: set[str] = set()
+
+    async def release(member: MemberRecord) -> None:
+        try:
+            await terminate_members(rt, [member], mark=False)
+            path = custom_path("LaunchMember", member.namespace, member.name)
+            await rt.kube.json_patch(path, [
+                {"op": "test", "path": "/metadata/finalizers", "value": list(member.finalizers)},
+                {"op": "replace", "path": "/metadata/finalizers",
+                 "value": [f for f in member.finalizers if f != FINALIZER]}])
+        except ApiError as error:
+            if error.status not in (404, 409, 422):  # gone, or changed: the next sweep sees
+                logger.warning("releasing %s: %s", member.name, error)
+        except ProviderError as error:
+            logger.warning("terminating %s: %s (will try again)", member.name, error)
+        finally:
+            releasing.discard(member.uid)
+
+    while True:
+        for member in list(rt.cache.members.values()):
+            if (member.deleting and FINALIZER in member.finalizers and not member.paused
+                    and member.uid not in releasing):
+                releasing.add(member.uid)
+                rt.spawn(release(member))
+        await asyncio.sleep(every)

@@ -13,10 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from api import API_VERSION
+from api import API_VERSION, PAUSED
 from api.protocol import Bootstrap
 from controller.broker import tokens
-from controller.operator import PAUSED
 from tests.conftest import kubectl
 
 SCRIPT = """#!/bin/sh
