@@ -205,6 +205,8 @@ async def release_deleted_members(rt: Runtime, every: float = 1.0) -> None:
                 logger.warning("releasing %s: %s", member.name, error)
         except ProviderError as error:
             logger.warning("terminating %s: %s (will try again)", member.name, error)
+        except Exception:
+            logger.exception("releasing %s (will try again)", member.name)
         finally:
             releasing.discard(member.uid)
 
