@@ -7,7 +7,6 @@ kubeconfig it understands works, and in-cluster service accounts too.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import ssl
 from collections.abc import AsyncIterator, Sequence
@@ -15,6 +14,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
+import aiohttp
 import httpx
 from kubernetes import client as k8s_client
 from kubernetes import config as k8s_config
@@ -113,38 +113,49 @@ class KubeClient:
         if impersonate:
             headers["Impersonate-User"] = impersonate
         self.host = configuration.host
-        # Requests on HTTP/2: a thousand status writes in flight share a connection instead
-        # of queueing for (or handshaking) one each. Watches on HTTP/1.1, a connection each:
-        # a watch's stream shares no flow-control window with the requests (on one HTTP/2
-        # connection, a request once stalled behind the watches).
-        self._http = httpx.AsyncClient(
-            base_url=configuration.host, verify=tls, headers=headers, http2=True,
-            timeout=httpx.Timeout(timeout, connect=10.0),
-            limits=httpx.Limits(max_connections=16, max_keepalive_connections=16),
-        )
-        # Requests beyond this many wait here, not in the connection pool (which scans its
-        # whole queue for every request it assigns: thousands queued there cost O(n²)).
-        self._in_flight = asyncio.Semaphore(64)
+        self._tls, self._headers, self._timeout = tls, headers, timeout
+        # Requests through aiohttp (its HTTP parser is C: at thousands of status writes, the
+        # client's own CPU is what the controller spends most on), every connection kept
+        # alive; made on first use, inside the event loop it serves.
+        self._session: aiohttp.ClientSession | None = None
+        # Watches through httpx on HTTP/1.1, a connection each, read line by line at any
+        # length.
         self._watches = httpx.AsyncClient(
             base_url=configuration.host, verify=tls, headers=headers,
             limits=httpx.Limits(max_connections=None, max_keepalive_connections=0),
         )
 
     async def aclose(self) -> None:
-        await self._http.aclose()
+        if self._session is not None:
+            await self._session.close()
         await self._watches.aclose()
+
+    async def _send(self, method: str, path: str, *, content: bytes | None = None,
+                    headers: dict[str, str] | None = None,
+                    params: dict[str, str] | None = None) -> tuple[int, str]:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                headers=self._headers,
+                connector=aiohttp.TCPConnector(ssl=self._tls, limit=64),
+                timeout=aiohttp.ClientTimeout(total=self._timeout, connect=10.0))
+        try:
+            async with self._session.request(method, self.host + path, data=content,
+                                             headers=headers, params=params) as response:
+                return response.status, await response.text()
+        except (aiohttp.ClientError, TimeoutError) as error:  # no answer at all: status 0
+            raise ApiError(0, f"cannot reach the API server at {self.host}: "
+                              f"{error or type(error).__name__}", f"{method} {path}") from error
 
     async def request(self, method: str, path: str, *, body: Any = None,
                       content_type: str = "application/json",
                       params: dict[str, str] | None = None) -> JSON:
         content = None if body is None else json.dumps(body).encode()
         headers = {"Content-Type": content_type} if content is not None else {}
-        async with self._in_flight:
-            response = await self._http.request(method, path, content=content,
-                                                headers=headers, params=params)
-        if response.status_code >= 400:
-            raise ApiError(response.status_code, response.text, f"{method} {path}")
-        result: JSON = response.json()
+        status, text = await self._send(method, path, content=content, headers=headers,
+                                        params=params)
+        if status >= 400:
+            raise ApiError(status, text, f"{method} {path}")
+        result: JSON = json.loads(text)
         return result
 
     async def get(self, path: str) -> JSON:
@@ -152,19 +163,19 @@ class KubeClient:
 
     async def table(self, path: str, **params: str) -> JSON:
         """The API server's own table of the objects (the printer columns kubectl shows)."""
-        response = await self._http.get(path, params=params, headers={
+        status, text = await self._send("GET", path, params=params, headers={
             "Accept": "application/json;as=Table;v=v1;g=meta.k8s.io,application/json"})
-        if response.status_code >= 400:
-            raise ApiError(response.status_code, response.text, f"GET {path}")
-        result: JSON = response.json()
+        if status >= 400:
+            raise ApiError(status, text, f"GET {path}")
+        result: JSON = json.loads(text)
         return result
 
     async def text(self, path: str) -> str:
         """A non-JSON endpoint (the API server's /metrics, say)."""
-        response = await self._http.get(path, headers={"Accept": "text/plain"})
-        if response.status_code >= 400:
-            raise ApiError(response.status_code, response.text, f"GET {path}")
-        return response.text
+        status, text = await self._send("GET", path, headers={"Accept": "text/plain"})
+        if status >= 400:
+            raise ApiError(status, text, f"GET {path}")
+        return text
 
     async def list(self, path: str, **params: str) -> JSON:
         return await self.request("GET", path, params=params)
