@@ -137,7 +137,11 @@ class KubeClient:
             self._session = aiohttp.ClientSession(
                 headers=self._headers,
                 connector=aiohttp.TCPConnector(ssl=self._tls, limit=64),
-                timeout=aiohttp.ClientTimeout(total=self._timeout, connect=10.0))
+                # The time a request may wait for one of the pool's connections is not
+                # limited (in a burst of thousands, waiting is normal): only connecting and
+                # each read are.
+                timeout=aiohttp.ClientTimeout(total=None, sock_connect=10.0,
+                                              sock_read=self._timeout))
         try:
             async with self._session.request(method, self.host + path, data=content,
                                              headers=headers, params=params) as response:
