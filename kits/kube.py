@@ -88,7 +88,8 @@ def core_path(plural: str, namespace: str, name: str | None = None) -> str:
 
 
 class KubeClient:
-    """One pooled HTTPS connection set to the API server, for the lifetime of a process."""
+    """Kept-alive HTTPS connections to the API server for the lifetime of a process: a pool
+    for requests, and one connection per watch."""
 
     def __init__(
         self,
@@ -132,7 +133,8 @@ class KubeClient:
 
     async def _send(self, method: str, path: str, *, content: bytes | None = None,
                     headers: dict[str, str] | None = None,
-                    params: dict[str, str] | None = None) -> tuple[int, str]:
+                    params: dict[str, str] | None = None) -> str:
+        """The answer's body; ApiError for an error status, or for no answer (status 0)."""
         if self._session is None:
             self._session = aiohttp.ClientSession(
                 headers=self._headers,
@@ -145,21 +147,21 @@ class KubeClient:
         try:
             async with self._session.request(method, self.host + path, data=content,
                                              headers=headers, params=params) as response:
-                return response.status, await response.text()
-        except (aiohttp.ClientError, TimeoutError) as error:  # no answer at all: status 0
+                status, text = response.status, await response.text()
+        except (aiohttp.ClientError, TimeoutError) as error:
             raise ApiError(0, f"cannot reach the API server at {self.host}: "
                               f"{error or type(error).__name__}", f"{method} {path}") from error
+        if status >= 400:
+            raise ApiError(status, text, f"{method} {path}")
+        return text
 
     async def request(self, method: str, path: str, *, body: Any = None,
                       content_type: str = "application/json",
                       params: dict[str, str] | None = None) -> JSON:
         content = None if body is None else json.dumps(body).encode()
         headers = {"Content-Type": content_type} if content is not None else {}
-        status, text = await self._send(method, path, content=content, headers=headers,
-                                        params=params)
-        if status >= 400:
-            raise ApiError(status, text, f"{method} {path}")
-        result: JSON = json.loads(text)
+        result: JSON = json.loads(await self._send(method, path, content=content,
+                                                   headers=headers, params=params))
         return result
 
     async def get(self, path: str) -> JSON:
@@ -167,19 +169,13 @@ class KubeClient:
 
     async def table(self, path: str, **params: str) -> JSON:
         """The API server's own table of the objects (the printer columns kubectl shows)."""
-        status, text = await self._send("GET", path, params=params, headers={
-            "Accept": "application/json;as=Table;v=v1;g=meta.k8s.io,application/json"})
-        if status >= 400:
-            raise ApiError(status, text, f"GET {path}")
-        result: JSON = json.loads(text)
+        result: JSON = json.loads(await self._send("GET", path, params=params, headers={
+            "Accept": "application/json;as=Table;v=v1;g=meta.k8s.io,application/json"}))
         return result
 
     async def text(self, path: str) -> str:
         """A non-JSON endpoint (the API server's /metrics, say)."""
-        status, text = await self._send("GET", path, headers={"Accept": "text/plain"})
-        if status >= 400:
-            raise ApiError(status, text, f"GET {path}")
-        return text
+        return await self._send("GET", path, headers={"Accept": "text/plain"})
 
     async def list(self, path: str, **params: str) -> JSON:
         return await self.request("GET", path, params=params)

@@ -55,16 +55,20 @@ class ProviderError(RuntimeError):
 SecretReader = Callable[[str], Awaitable[dict[str, bytes] | None]]
 
 
-async def secret_value(read: SecretReader, provider: str, secret: str, key: str) -> bytes:
-    """One key of a Secret a provider's configuration names; a clear error when it is missing."""
+async def secret_data(read: SecretReader, provider: str, secret: str,
+                      required: tuple[str, ...]) -> dict[str, bytes]:
+    """A Secret a provider's configuration names, with its required keys; a clear error when
+    it or one of them is missing."""
     data = await read(secret)
     if data is None:
         raise ProviderError(f"provider {provider!r}: there is no Secret {secret!r} in the "
                             "controller's namespace", permanent=True)
-    if key not in data:
-        raise ProviderError(f"provider {provider!r}: the Secret {secret!r} has no key {key!r} "
-                            f"(it has: {', '.join(sorted(data)) or 'none'})", permanent=True)
-    return data[key]
+    for key in required:
+        if key not in data:
+            raise ProviderError(f"provider {provider!r}: the Secret {secret!r} has no key "
+                                f"{key!r} (it has: {', '.join(sorted(data)) or 'none'})",
+                                permanent=True)
+    return data
 
 
 class Provider(Protocol):

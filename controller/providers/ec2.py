@@ -26,7 +26,7 @@ from controller.providers.base import (
     LaunchRequest,
     ProviderError,
     SecretReader,
-    secret_value,
+    secret_data,
 )
 from controller.providers.config import EC2ProviderConfig
 
@@ -154,9 +154,9 @@ class EC2Provider:
     async def _ec2(self) -> EC2Client:
         """A client with the Secret's credentials as they are now (they may be rotated)."""
         secret = self.config.credentials.secret
-        keys = (await secret_value(self._secrets, self.name, secret, "accessKeyId"),
-                await secret_value(self._secrets, self.name, secret, "secretAccessKey"),
-                (await self._secrets(secret) or {}).get("sessionToken", b""))
+        data = await secret_data(self._secrets, self.name, secret,
+                                 ("accessKeyId", "secretAccessKey"))
+        keys = (data["accessKeyId"], data["secretAccessKey"], data.get("sessionToken", b""))
         if self._client is None or self._client[0] != keys:
             client = boto3.client(
                 "ec2", region_name=self.config.region, endpoint_url=self.config.endpoint_url,

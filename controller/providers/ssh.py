@@ -26,7 +26,7 @@ from controller.providers.base import (
     LaunchRequest,
     ProviderError,
     SecretReader,
-    secret_value,
+    secret_data,
 )
 from controller.providers.config import SSHHost, SSHProviderConfig
 
@@ -151,11 +151,10 @@ class SSHProvider:
                                               message="no such host in the pool")
                 return
             try:
-                lines = (await self._run(host, STATUS)).splitlines()
+                status = await self._status(host)
             except HostUnusable as error:
                 logger.warning("describing %s: %s", instance_id, error)
                 return
-            status = dict(line.partition("=")[::2] for line in lines)
             found[instance_id] = _instance(instance_id, host, key_prefix, status)
 
         await asyncio.gather(*(one(*w) for w in wanted))
@@ -181,7 +180,7 @@ class SSHProvider:
 
     async def claims(self) -> tuple[list[Claim], dict[str, HostUnusable]]:
         """Who holds each reachable host, and why the others cannot be used."""
-        results = await asyncio.gather(*(self._run(h, STATUS) for h in self.config.hosts),
+        results = await asyncio.gather(*(self._status(h) for h in self.config.hosts),
                                        return_exceptions=True)
         claims, unusable = [], {}
         for host, result in zip(self.config.hosts, results, strict=True):
@@ -190,8 +189,7 @@ class SSHProvider:
             elif isinstance(result, BaseException):
                 raise result
             else:
-                key = dict(line.partition("=")[::2] for line in result.splitlines()).get("claim")
-                claims.append(Claim(host, key or None))
+                claims.append(Claim(host, result.get("claim") or None))
         return claims, unusable
 
     async def _take(self, request: LaunchRequest) -> SSHHost:
@@ -240,9 +238,9 @@ class SSHProvider:
             found = self._connections.get(host.address)
             if found is not None and not found.is_closed():
                 return found
-            key = asyncssh.import_private_key(await secret_value(
-                self._secrets, self.name, self.config.private_key.secret,
-                self.config.private_key.key))
+            ref = self.config.private_key
+            data = await secret_data(self._secrets, self.name, ref.secret, (ref.key,))
+            key = asyncssh.import_private_key(data[ref.key])
             pinned = [asyncssh.import_public_key(k) for k in host.host_keys]
             try:
                 connection = await asyncssh.connect(
@@ -261,6 +259,11 @@ class SSHProvider:
                                    permanent=False) from error
             self._connections[host.address] = connection
             return connection
+
+    async def _status(self, host: SSHHost) -> dict[str, str]:
+        """STATUS's lines as a mapping: claim, agent, exit, tail."""
+        output = await self._run(host, STATUS)
+        return dict(line.partition("=")[::2] for line in output.splitlines())
 
     async def _run(self, host: SSHHost, script: str, *args: str) -> str:
         """Run a script as root on the host; its output, or HostUnusable saying what failed."""
