@@ -13,10 +13,8 @@ from controller.providers.base import (
     ProviderError,
     SecretReader,
 )
-from controller.providers.ec2 import EC2Provider
 from controller.providers.local import LocalProvider
 from controller.providers.simulated import SimulatedProvider
-from controller.providers.ssh import SSHProvider
 from controller.settings import Settings
 
 
@@ -32,9 +30,17 @@ def configured_providers(settings: Settings, secrets: SecretReader) -> dict[str,
         providers[simulated.name] = simulated
     if settings.providers_file:
         for entry in config.load(Path(settings.providers_file)).providers:
-            providers[entry.name] = (SSHProvider(entry, secrets) if entry.type == "ssh"
-                                     else EC2Provider(entry, secrets))
+            providers[entry.name] = _remote_provider(entry, secrets)
     return providers
+
+
+def _remote_provider(entry: config.ProviderConfig, secrets: SecretReader) -> Provider:
+    # Imported only when configured: asyncssh and boto3 each add ~25 MiB to the controller.
+    if entry.type == "ssh":
+        from controller.providers.ssh import SSHProvider
+        return SSHProvider(entry, secrets)
+    from controller.providers.ec2 import EC2Provider
+    return EC2Provider(entry, secrets)
 
 
 __all__ = ["Instance", "InstanceState", "LaunchRequest", "Provider", "ProviderError",
