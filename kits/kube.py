@@ -7,6 +7,7 @@ kubeconfig it understands works, and in-cluster service accounts too.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import ssl
 from collections.abc import AsyncIterator, Sequence
@@ -26,6 +27,7 @@ _SERVICE_ACCOUNT = "/var/run/secrets/kubernetes.io/serviceaccount"
 APPLY = "application/apply-patch+yaml"
 MERGE = "application/merge-patch+json"
 JSON_PATCH = "application/json-patch+json"
+CONNECTIONS = 64  # kept-alive connections to the API server, and requests in flight
 
 
 class ApiError(RuntimeError):
@@ -119,6 +121,10 @@ class KubeClient:
         # client's own CPU is what the controller spends most on), every connection kept
         # alive; made on first use, inside the event loop it serves.
         self._session: aiohttp.ClientSession | None = None
+        # Requests beyond the pool's connections wait here, holding only their body: aiohttp
+        # would build each one's request objects first and queue those (at 5,000 agents'
+        # identities at once, ~9 KiB each).
+        self._in_flight = asyncio.Semaphore(CONNECTIONS)
         # Watches through httpx on HTTP/1.1, a connection each, read line by line at any
         # length.
         self._watches = httpx.AsyncClient(
@@ -138,15 +144,16 @@ class KubeClient:
         if self._session is None:
             self._session = aiohttp.ClientSession(
                 headers=self._headers,
-                connector=aiohttp.TCPConnector(ssl=self._tls, limit=64),
+                connector=aiohttp.TCPConnector(ssl=self._tls, limit=CONNECTIONS),
                 # The time a request may wait for one of the pool's connections is not
                 # limited (in a burst of thousands, waiting is normal): only connecting and
                 # each read are.
                 timeout=aiohttp.ClientTimeout(total=None, sock_connect=10.0,
                                               sock_read=self._timeout))
         try:
-            async with self._session.request(method, self.host + path, data=content,
-                                             headers=headers, params=params) as response:
+            async with self._in_flight, self._session.request(
+                    method, self.host + path, data=content, headers=headers,
+                    params=params) as response:
                 status, text = response.status, await response.text()
         except (aiohttp.ClientError, TimeoutError) as error:
             raise ApiError(0, f"cannot reach the API server at {self.host}: "
