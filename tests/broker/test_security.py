@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import ssl
+import time
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -13,6 +14,7 @@ import httpx
 import pytest
 
 from api.protocol import Identity, Report
+from controller.broker.listener import HANDSHAKE_TIMEOUT, HANDSHAKES
 from tests.broker.staging import StagedMember, member_status, stage_launch
 from tests.controller_process import ControllerProcess
 
@@ -145,6 +147,34 @@ async def test_a_slow_client_is_cut_off_and_others_are_served(
     status_line = await asyncio.wait_for(reader.readline(), 30)
     assert b" 408 " in status_line
     writer.close()
+    assert _healthy(controller)
+
+
+async def test_clients_that_stall_their_handshake_do_not_hold_up_the_others(
+    staged: tuple[dict[str, StagedMember], dict[str, StagedMember]], controller: ControllerProcess,
+    namespace: str,
+) -> None:
+    # The broker does a few TLS handshakes at a time (memory); these must not take the turns.
+    url = urlparse(controller.broker_url)
+    stalled = []
+    for _ in range(100):  # connect and say nothing
+        stalled.append((await asyncio.open_connection(url.hostname, url.port))[1])
+    for _ in range(2 * HANDSHAKES):  # begin a TLS record, then nothing more
+        writer = (await asyncio.open_connection(url.hostname, url.port))[1]
+        writer.write(b"\x16\x03\x01\x02\x00")
+        await writer.drain()
+        stalled.append(writer)
+
+    started = time.monotonic()
+    async with httpx.AsyncClient(base_url=controller.broker_url, verify=controller.tls()) as client:
+        member = staged[0]["one-solo-0"]
+        answer = await client.post("/v1/identity", json=IDENTITY,
+                                   headers=headers(member, namespace, "one"))
+    waited = time.monotonic() - started
+    assert answer.status_code == 200
+    assert waited < HANDSHAKE_TIMEOUT / 2, f"served after {waited:.1f}s"
+    for writer in stalled:
+        writer.close()
     assert _healthy(controller)
 
 
