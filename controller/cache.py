@@ -94,8 +94,8 @@ class LaunchCache:
     synced: asyncio.Event = field(default_factory=asyncio.Event)
     _by_token: dict[str, Key] = field(default_factory=dict)
     _members_of: dict[Key, dict[tuple[str, int], Key]] = field(default_factory=dict)
-    _versions: dict[Key, int] = field(default_factory=dict)
-    listeners: list[Callable[[Key], None]] = field(default_factory=list)
+    # Told of every change: the launch's key, and the member's key (None: the launch itself).
+    listeners: list[Callable[[Key, Key | None], None]] = field(default_factory=list)
 
     # -- reading --------------------------------------------------------------------------
 
@@ -110,16 +110,11 @@ class LaunchCache:
     def members_of(self, cluster: Key) -> list[MemberRecord]:
         return [self.members[k] for k in self._members_of.get(cluster, {}).values()]
 
-    def version(self, cluster: Key) -> int:
-        return self._versions.get(cluster, 0)
-
     # -- writing --------------------------------------------------------------------------
 
-    def _touch(self, cluster: Key) -> None:
-        """A launch or one of its members changed: a new version, and the listeners told."""
-        self._versions[cluster] = self._versions.get(cluster, 0) + 1
+    def _touch(self, cluster: Key, member: Key | None = None) -> None:
         for listener in self.listeners:
-            listener(cluster)
+            listener(cluster, member)
 
     def put_member(self, obj: JSON) -> MemberRecord:
         record = MemberRecord.from_object(obj)
@@ -134,7 +129,7 @@ class LaunchCache:
         if record.token_hash:
             self._by_token[record.token_hash] = key
         self._members_of.setdefault(record.cluster_key, {})[(record.role, record.index)] = key
-        self._touch(record.cluster_key)
+        self._touch(record.cluster_key, key)
         return record
 
     def delete_member(self, obj: JSON) -> None:
@@ -145,7 +140,7 @@ class LaunchCache:
         if record.token_hash:
             self._by_token.pop(record.token_hash, None)
         self._members_of.get(record.cluster_key, {}).pop((record.role, record.index), None)
-        self._touch(record.cluster_key)
+        self._touch(record.cluster_key, (record.namespace, record.name))
 
     def put_launch(self, obj: JSON) -> None:
         record = LaunchRecord.from_object(obj)
