@@ -43,7 +43,7 @@ async def main_async(objects: int, concurrencies: list[int]) -> None:
     with control_plane() as plane, tempfile.TemporaryDirectory():
         kube = KubeClient(Path(plane.kubeconfig))
         try:
-            await prepare(kube, "oneclick-system")
+            await prepare(kube)
             names = [f"ceiling-{i}" for i in range(objects)]
             for name in names:
                 await kube.create(custom_path("LaunchMember", "default"), {

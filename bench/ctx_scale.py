@@ -32,12 +32,9 @@ from bench.harness import (
     control_plane,
     percentile,
     prepare,
-    secret_data,
     start_controller,
 )
 from kits.kube import KubeClient, custom_path
-
-NAMESPACE = "oneclick-system"
 
 
 def launch(name: str, size: int) -> dict[str, Any]:
@@ -65,15 +62,13 @@ async def wait_members(kube: KubeClient, name: str, size: int) -> list[dict[str,
 
 
 async def one_size(kube: KubeClient, kubeconfig: Path, size: int, workdir: Path) -> dict[str, Any]:
-    controller = start_controller(kubeconfig, NAMESPACE, workdir)
+    controller = start_controller(kubeconfig, workdir)
     name = f"scale-{size}"
     try:
         await kube.create(custom_path("ClusterLaunch", "default"), launch(name, size))
         members = await wait_members(kube, name, size)
-        key = (await secret_data(kube, NAMESPACE, "oneclick-token-key"))["key"]
-        ca = (await secret_data(kube, NAMESPACE, "oneclick-broker-ca"))["tls.crt"].decode()
         writes_before = await apiserver_writes(kube, "launchmembers")
-        agents = SimulatedAgents(controller.broker_url, ca, key)
+        agents = await SimulatedAgents.of(kube, controller)
         latencies = agents.latencies
         launched_mib = controller.rss_mib()
         tasks = [asyncio.create_task(agents.run(m)) for m in members]
@@ -121,7 +116,7 @@ async def main_async(sizes: list[int]) -> None:
     with control_plane() as plane, tempfile.TemporaryDirectory() as workdir:
         kube = KubeClient(plane.kubeconfig)
         try:
-            await prepare(kube, NAMESPACE)
+            await prepare(kube)
             for size in sizes:
                 figures = await one_size(kube, plane.kubeconfig, size, Path(workdir))
                 print(json.dumps(figures), flush=True)

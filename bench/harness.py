@@ -25,8 +25,11 @@ from agent.client import BrokerClient, tls_context
 from api.protocol import Bootstrap, Identity, Report
 from cli.devcontroller import install_crds
 from controller.broker import tokens
+from controller.secrets import read_secret
 from controlplane.local import free_port
-from kits.kube import KubeClient, core_path
+from kits.kube import KubeClient
+
+NAMESPACE = "oneclick-system"  # the controller's, in every benchmark
 
 
 @contextlib.contextmanager
@@ -45,11 +48,11 @@ def control_plane() -> Iterator[controlplane.ControlPlane]:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-async def prepare(kube: KubeClient, namespace: str) -> None:
+async def prepare(kube: KubeClient) -> None:
     await install_crds(kube)
     with contextlib.suppress(Exception):
         await kube.create("/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace",
-                                                 "metadata": {"name": namespace}})
+                                                 "metadata": {"name": NAMESPACE}})
 
 
 @dataclass
@@ -83,9 +86,9 @@ class Controller:
             self.process.kill()
 
 
-def start_controller(kubeconfig: Path, namespace: str, workdir: Path) -> Controller:
+def start_controller(kubeconfig: Path, workdir: Path) -> Controller:
     port = free_port()
-    env = {**os.environ, "KUBECONFIG": str(kubeconfig), "OCC_NAMESPACE": namespace,
+    env = {**os.environ, "KUBECONFIG": str(kubeconfig), "OCC_NAMESPACE": NAMESPACE,
            "OCC_BROKER_LISTEN": "127.0.0.1", "OCC_BROKER_PORT": str(port),
            "OCC_METRICS_PORT": "0", "OCC_HEALTH_PORT": "0", "OCC_SIMULATED_PROVIDER": "true",
            "OCC_DEFAULT_PROVIDER": "simulated"}
@@ -99,11 +102,6 @@ def start_controller(kubeconfig: Path, namespace: str, workdir: Path) -> Control
             raise RuntimeError("occ-controller did not start:\n" + log.read_text()[-2000:])
         time.sleep(0.2)
     return Controller(process, port, log)
-
-
-async def secret_data(kube: KubeClient, namespace: str, name: str) -> dict[str, bytes]:
-    data = (await kube.get(core_path("secrets", namespace, name)))["data"]
-    return {k: base64.b64decode(v) for k, v in data.items()}
 
 
 async def apiserver_writes(kube: KubeClient, resource: str) -> int:
@@ -129,6 +127,15 @@ class SimulatedAgents:
     ca: str
     token_key: bytes
     latencies: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
+
+    @classmethod
+    async def of(cls, kube: KubeClient, controller: Controller) -> SimulatedAgents:
+        """Agents of `controller`'s broker, with its CA and the key members' tokens come from."""
+        key = await read_secret(kube, NAMESPACE, "oneclick-token-key")
+        ca = await read_secret(kube, NAMESPACE, "oneclick-broker-ca")
+        if key is None or ca is None:
+            raise RuntimeError("the controller has not made its token key and broker CA")
+        return cls(controller.broker_url, ca["tls.crt"].decode(), key["key"])
 
     async def run(self, member: dict[str, Any]) -> None:
         """One member's agent: identity, context (long poll), report."""

@@ -29,12 +29,10 @@ from bench.harness import (
     control_plane,
     percentile,
     prepare,
-    secret_data,
     start_controller,
 )
 from kits.kube import KubeClient, custom_path
 
-NAMESPACE = "oneclick-system"
 MEMBERS_PER_LAUNCH = 3
 
 
@@ -49,11 +47,9 @@ def launch(name: str) -> dict[str, Any]:
 
 
 async def run(kube: KubeClient, kubeconfig: Path, count: int, workdir: Path) -> dict[str, Any]:
-    controller = start_controller(kubeconfig, NAMESPACE, workdir)
+    controller = start_controller(kubeconfig, workdir)
     try:
-        key = (await secret_data(kube, NAMESPACE, "oneclick-token-key"))["key"]
-        ca = (await secret_data(kube, NAMESPACE, "oneclick-broker-ca"))["tls.crt"].decode()
-        agents = SimulatedAgents(controller.broker_url, ca, key)
+        agents = await SimulatedAgents.of(kube, controller)
         writes_before = (await apiserver_writes(kube, "launchmembers")
                          + await apiserver_writes(kube, "clusterlaunches"))
         names = [f"many-{i:03d}" for i in range(count)]
@@ -101,7 +97,7 @@ async def main_async(count: int) -> None:
     with control_plane() as plane, tempfile.TemporaryDirectory() as workdir:
         kube = KubeClient(plane.kubeconfig)
         try:
-            await prepare(kube, NAMESPACE)
+            await prepare(kube)
             print(json.dumps(await run(kube, plane.kubeconfig, count, Path(workdir))),
                   flush=True)
         finally:
