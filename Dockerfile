@@ -1,20 +1,33 @@
 # The controller's image: occ-controller (kopf operator, context broker, metrics).
 #   docker build -t oneclick/occ-controller:0.1.0 .
-FROM python:3.11-slim AS build
-WORKDIR /src
-COPY pyproject.toml README.md ./
-COPY api api
-COPY agent agent
-COPY controller controller
-COPY cli cli
-COPY controlplane controlplane
-COPY kits kits
-COPY hack/constraints.txt hack/constraints.txt
-RUN pip install --no-cache-dir --prefix=/install -c hack/constraints.txt .
+# BASE is any image with Python 3.11 and its venv module: the official python image by default;
+# `occ dev build --image` passes one made from Debian's packages (no registry needed).
+ARG BASE=python:3.11-slim
 
-FROM python:3.11-slim
-COPY --from=build /install /usr/local
+FROM ${BASE} AS build
+# A virtual environment: the same on either base (no system site-packages, no PEP 668), and
+# copied whole into the final stage, whose python3 is at the same path.
+RUN python3 -m venv /opt/occ
+WORKDIR /src
+# The dependencies first, in a layer of their own that a change of our sources keeps ...
+COPY pyproject.toml ./
+COPY hack/constraints.txt hack/constraints.txt
+RUN python3 -c 'import tomllib; print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]))' > requirements.txt \
+ && /opt/occ/bin/pip install --no-cache-dir --disable-pip-version-check \
+      -c hack/constraints.txt -r requirements.txt
+# ... then the project itself.
+COPY README.md ./
+COPY oneclick oneclick
+RUN /opt/occ/bin/pip install --no-cache-dir --disable-pip-version-check --no-deps \
+      -c hack/constraints.txt .
+
+FROM ${BASE}
+COPY --from=build /opt/occ /opt/occ
+ENV PATH=/opt/occ/bin:$PATH \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1
 RUN useradd --uid 10001 --user-group --no-create-home --home-dir /nonexistent occ
+# Non-root, and nothing it writes outside /tmp (the chart mounts the root read-only).
 USER 10001:10001
 EXPOSE 8443 9090 8080
 ENTRYPOINT ["occ-controller"]

@@ -13,9 +13,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from api import API_VERSION
 from bench.harness import control_plane, prepare
-from kits.kube import KubeClient, apply_body, custom_path
+from oneclick.api import API_VERSION
+from oneclick.kits.kube import KubeClient
+from oneclick.kits.resources import apply_body, custom_path
 
 MANAGER = "bench"
 

@@ -16,8 +16,8 @@ import tempfile
 import time
 from pathlib import Path
 
-import controlplane
-from controlplane import binaries
+from oneclick import controlplane
+from oneclick.controlplane import binaries
 
 
 def _rss_mib(pid: int) -> float:

@@ -25,7 +25,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from api import API_VERSION
 from bench.harness import (
     SimulatedAgents,
     apiserver_writes,
@@ -34,7 +33,9 @@ from bench.harness import (
     prepare,
     start_controller,
 )
-from kits.kube import KubeClient, custom_path
+from oneclick.api import API_VERSION
+from oneclick.kits.kube import KubeClient
+from oneclick.kits.resources import custom_path
 
 
 def launch(name: str, size: int) -> dict[str, Any]:

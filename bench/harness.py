@@ -3,7 +3,6 @@ process (with the simulated provider) whose memory can be read."""
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import os
 import re
@@ -19,15 +18,18 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-import controlplane
-from agent.client import BrokerClient, tls_context
-from api.protocol import Bootstrap, Identity, Report
-from cli.devcontroller import install_crds
-from controller.broker import tokens
-from controller.secrets import read_secret
-from controlplane.local import free_port
-from kits.kube import KubeClient
+from oneclick import controlplane
+from oneclick.agent.client import BrokerClient, tls_context
+from oneclick.api.protocol import Bootstrap, Identity, Report
+from oneclick.cli.devcontroller import install_crds
+from oneclick.controller.broker import tokens
+from oneclick.controller.providers import simulated
+from oneclick.controller.secrets import read_secret
+from oneclick.controlplane.local import free_port
+from oneclick.kits.kube import KubeClient
 
 NAMESPACE = "oneclick-system"  # the controller's, in every benchmark
 
@@ -86,18 +88,21 @@ class Controller:
             self.process.kill()
 
 
-def start_controller(kubeconfig: Path, workdir: Path) -> Controller:
-    port = free_port()
+def start_controller(kubeconfig: Path, workdir: Path, port: int | None = None) -> Controller:
+    """A controller with its broker on `port` (a free one when None: a restart passes the
+    port of the controller it replaces, as members' bootstraps name it)."""
+    port = port or free_port()
     env = {**os.environ, "KUBECONFIG": str(kubeconfig), "OCC_NAMESPACE": NAMESPACE,
            "OCC_BROKER_LISTEN": "127.0.0.1", "OCC_BROKER_PORT": str(port),
            "OCC_METRICS_PORT": "0", "OCC_HEALTH_PORT": "0", "OCC_SIMULATED_PROVIDER": "true",
            "OCC_DEFAULT_PROVIDER": "simulated"}
     log = workdir / "controller.log"
     binary = str(Path(sys.executable).parent / "occ-controller")
+    before = log.stat().st_size if log.exists() else 0  # (a restart appends to the same log)
     with open(log, "ab") as out:
         process = subprocess.Popen([binary], env=env, stdout=out, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 60
-    while "context broker listening" not in log.read_text(errors="replace"):
+    while "context broker listening" not in log.read_text(errors="replace")[before:]:
         if process.poll() is not None or time.monotonic() > deadline:
             raise RuntimeError("occ-controller did not start:\n" + log.read_text()[-2000:])
         time.sleep(0.2)
@@ -114,8 +119,13 @@ async def apiserver_writes(kube: KubeClient, resource: str) -> int:
     return total
 
 
-ED25519 = "ssh-ed25519 " + base64.b64encode(os.urandom(51)).decode()
-RSA = "ssh-rsa " + base64.b64encode(os.urandom(398)).decode()  # the size of an RSA-3072 key
+def _host_key(key: ed25519.Ed25519PrivateKey | rsa.RSAPrivateKey) -> str:
+    """A real public key line: the broker parses host keys as strictly as ssh does."""
+    return key.public_key().public_bytes(Encoding.OpenSSH, PublicFormat.OpenSSH).decode()
+
+
+ED25519 = _host_key(ed25519.Ed25519PrivateKey.generate())
+RSA = _host_key(rsa.generate_private_key(public_exponent=65537, key_size=3072))
 
 
 @dataclass
@@ -143,7 +153,8 @@ class SimulatedAgents:
                               namespace=member["metadata"]["namespace"],
                               cluster=member["spec"]["cluster"],
                               member=member["metadata"]["name"],
-                              token=tokens.token_for(self.token_key, member["metadata"]["uid"]))
+                              token=tokens.token_for(self.token_key, member["metadata"]["uid"]),
+                              domain=simulated.DOMAIN)
         # One connection per agent, as real agents have (a shared pool of thousands of
         # connections costs the client more than the broker).
         async with httpx.AsyncClient(
@@ -152,7 +163,7 @@ class SimulatedAgents:
             client = BrokerClient(bootstrap, http=http)
             await client.provide_identity(Identity(
                 hostname=member["metadata"]["name"][:63],
-                fqdn=f"{member['metadata']['name']}.bench",
+                fqdn=f"{member['metadata']['name'][:63]}.{bootstrap.domain}",
                 addresses=[member["status"]["addresses"][0]], ssh_host_keys=[ED25519, RSA]))
             await client.context(wait=30)
             await client.report(Report(ok=True, message="contextualized"))

@@ -22,7 +22,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from api import API_VERSION
 from bench.harness import (
     SimulatedAgents,
     apiserver_writes,
@@ -31,7 +30,9 @@ from bench.harness import (
     prepare,
     start_controller,
 )
-from kits.kube import KubeClient, custom_path
+from oneclick.api import API_VERSION
+from oneclick.kits.kube import KubeClient
+from oneclick.kits.resources import custom_path
 
 MEMBERS_PER_LAUNCH = 3
 

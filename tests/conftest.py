@@ -1,4 +1,4 @@
-"""The test bed: a real kube-apiserver and etcd for the whole session.
+"""The test bed: a real etcd, kube-apiserver and kube-controller-manager for the whole session.
 
 Set OCC_TEST_KUBECONFIG to run the suite against a cluster of your own instead. Anything that
 cannot start fails the tests that need it; nothing is skipped.
@@ -18,13 +18,14 @@ from typing import Any
 import pytest
 import yaml
 
-import controlplane
+from oneclick import controlplane
 from tests.controller_process import ControllerProcess
 
 
 @pytest.fixture(scope="session")
 def binaries() -> dict[str, Path]:
-    """kube-apiserver, kubectl and etcd (built once, then cached); kubectl goes first on PATH."""
+    """The control plane's binaries and helm (built once, then cached); kubectl goes first on
+    PATH."""
     paths = controlplane.ensure_binaries()
     # Our kubectl and the occ of this environment come first, whatever the caller's PATH.
     os.environ["PATH"] = os.pathsep.join(
@@ -82,12 +83,15 @@ def crds(kubeconfig: Path) -> Path:
 
 
 @pytest.fixture
-def namespace(kubeconfig: Path, request: pytest.FixtureRequest) -> str:
-    """A namespace of the test's own (no controller deletes namespaces here, so they stay)."""
+def namespace(kubeconfig: Path, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A namespace of the test's own, deleted after it as a user would: the controller
+    manager empties it in the background (launches in it terminated through our finalizers;
+    the session's end waits for those)."""
     name = "t-" + "".join(c if c.isalnum() else "-" for c in request.node.name.lower())[:40]
     name = name.strip("-") + "-" + os.urandom(3).hex()
     kubectl(kubeconfig, "create", "namespace", name)
-    return name
+    yield name
+    kubectl(kubeconfig, "delete", "namespace", name, "--wait=false", "--ignore-not-found")
 
 
 # -- the controller ------------------------------------------------------------------------
@@ -165,7 +169,7 @@ def _sweep(local_state: Path) -> list[str]:
     """Terminate whatever local instance is left (there should be none) and name them."""
     import asyncio
 
-    from controller.providers.local import LocalProvider
+    from oneclick.controller.providers.local import LocalProvider
 
     provider = LocalProvider(state_dir=local_state)
     records = provider.records()

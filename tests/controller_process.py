@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
 import signal
 import ssl
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import httpx
 
-from controlplane.local import free_port
+from oneclick.controlplane.local import free_port
 
 
 @dataclass
@@ -22,6 +23,7 @@ class ControllerProcess:
     namespace: str  # where the controller keeps its Secrets
     log: Path
     extra_env: dict[str, str] = field(default_factory=dict)
+    args: list[str] = field(default_factory=list)  # occ-controller's command line options
     # The controller's own credentials, when they are not the admin's (a ServiceAccount's).
     identity: Path | None = None
     broker_port: int = field(default_factory=free_port)
@@ -43,7 +45,7 @@ class ControllerProcess:
                "OCC_METRICS_PORT": str(self.metrics_port), "OCC_HEALTH_PORT": "0",
                **self.extra_env}
         with open(self.log, "ab") as out:
-            self.process = subprocess.Popen(["occ-controller"], env=env, stdout=out,
+            self.process = subprocess.Popen(["occ-controller", *self.args], env=env, stdout=out,
                                             stderr=subprocess.STDOUT)
         if wait:
             self.wait_ready(timeout)
@@ -74,6 +76,38 @@ class ControllerProcess:
 
     def tls(self) -> ssl.SSLContext:
         return ssl.create_default_context(cadata=self.ca_pem())
+
+    def _socket_inodes(self) -> set[str]:
+        assert self.process is not None
+        inodes = set()
+        for fd in Path(f"/proc/{self.process.pid}/fd").iterdir():
+            with contextlib.suppress(OSError):
+                target = os.readlink(fd)
+                if target.startswith("socket:["):
+                    inodes.add(target[8:-1])
+        return inodes
+
+    def listening_ports(self) -> set[int]:
+        """The TCP ports this process listens on now (from /proc: its sockets' inodes)."""
+        inodes = self._socket_inodes()
+        ports = set()
+        for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+            for line in Path(table).read_text().splitlines()[1:]:
+                fields = line.split()
+                if fields[3] == "0A" and fields[9] in inodes:  # 0A: LISTEN
+                    ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+        return ports
+
+    def peers(self) -> set[str]:
+        """The addresses this process has TCP connections from, established now (IPv4)."""
+        inodes = self._socket_inodes()
+        peers = set()
+        for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "01" and fields[9] in inodes:  # 01: ESTABLISHED
+                address = bytes.fromhex(fields[2].split(":")[0])[::-1]  # little-endian
+                peers.add(".".join(str(b) for b in address))
+        return peers
 
     def kill(self) -> None:
         """SIGKILL: no cleanup, no goodbye, as a crash."""

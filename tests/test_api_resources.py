@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
-from api.crd import main as crd_main
+from oneclick.api.crd import main as crd_main
 from tests.conftest import kubectl
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -19,7 +19,7 @@ SAMPLES = sorted((ROOT / "samples").glob("*.yaml"))
 
 
 def test_checked_in_crds_match_the_models() -> None:
-    assert crd_main(["--check"]) == 0, "run `python -m api.crd` and commit crds/"
+    assert crd_main(["--check"]) == 0, "run `python -m oneclick.api.crd` and commit crds/"
 
 
 def test_the_drift_check_notices_a_changed_crd(tmp_path: Path) -> None:
@@ -60,7 +60,7 @@ def test_every_sample_applies_and_reads_back_with_its_defaults(
         assert isinstance(role["knownHosts"], bool)
         assert set(role["requires"]) == {"roles", "data"}
     columns = kubectl(kubeconfig, "get", "cl", name, "-n", namespace).stdout.splitlines()[0]
-    assert columns.split() == ["NAME", "PHASE", "READY", "HEAD-NODE", "AGE", "EXPIRES"]
+    assert columns.split() == ["NAME", "PHASE", "READY", "HEAD-NODE", "LIFETIME", "AGE"]
 
 
 def _launch(**spec_changes: Any) -> dict[str, Any]:
@@ -103,9 +103,10 @@ INVALID: dict[str, tuple[dict[str, Any], str, str]] = {
     "data-with-value-and-value-from": (
         _launch(data=[{"name": "gridmap", "value": "a",
                        "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}]),
-        "spec.data[0]", "exactly one of value and valueFrom"),
+        "spec.data[0]", "exactly one of value, valueFrom and generate"),
     "data-with-neither": (
-        _launch(data=[{"name": "gridmap"}]), "spec.data[0]", "exactly one of value and valueFrom"),
+        _launch(data=[{"name": "gridmap"}]), "spec.data[0]",
+        "exactly one of value, valueFrom and generate"),
     "value-from-two-sources": (
         _launch(data=[{"name": "gridmap", "valueFrom": {
             "secretKeyRef": {"name": "s", "key": "k"},
@@ -173,7 +174,7 @@ def test_conditions_follow_the_api_conventions(
 
 
 def test_crd_generation_is_a_command() -> None:
-    result = subprocess.run([sys.executable, "-m", "api.crd", "--check"], cwd=ROOT,
+    result = subprocess.run([sys.executable, "-m", "oneclick.api.crd", "--check"], cwd=ROOT,
                             capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stderr
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from api.launch import ClusterLaunchSpec
-from cli.nimbus import NimbusDocumentError, load_cluster_xml, parse_cluster_xml
+from oneclick.api.launch import ClusterLaunchSpec
+from oneclick.cli.nimbus import NimbusDocumentError, load_cluster_xml, parse_cluster_xml
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
 

@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
+import signal
+import socket
 import subprocess
 from pathlib import Path
 
-from kits.processes import running
+from oneclick.kits.processes import running
+from tests.controller.launches import (
+    create,
+    live_instances,
+    members,
+    sample,
+    wait_for_phase,
+    wait_until,
+)
 
 
 def occ(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -45,11 +56,56 @@ def _walk_through(first: subprocess.CompletedProcess[str], tmp_path: Path,
     assert again.returncode == 0 and "reusing control plane" in again.stderr
     assert again.stdout.strip() == str(kubeconfig)
 
-    state = (tmp_path / "oneclick" / "dev" / "state.json").read_text()
+    state = json.loads((tmp_path / "oneclick" / "dev" / "state.json").read_text())
+    pids = [state[key] for key in ("etcd_pid", "apiserver_pid", "controller_manager_pid")]
+    assert all(running(pid) for pid in pids)
     assert occ("dev", "down", env=env).returncode == 0
     assert not (tmp_path / "oneclick" / "dev").exists()
     gone = occ("dev", "env", env=env)
     assert gone.returncode == 1 and "no control plane is running" in gone.stderr
-    for key in ("etcd_pid", "apiserver_pid"):
-        pid = int(state.split(f'"{key}": ')[1].split(",")[0])
-        assert not running(pid)
+    assert not any(running(pid) for pid in pids)
+
+
+def test_occ_dev_up_after_a_crash_brings_the_broker_back_where_members_look(
+        binaries: dict[str, Path], tmp_path: Path) -> None:
+    """A launch in flight, the controller killed, `occ dev up` again: the broker listens on the
+    port the members' bootstraps name, and the launch finishes. Something else holding that
+    port meanwhile is named, never worked around by picking another one."""
+    env = dict(os.environ, XDG_STATE_HOME=str(tmp_path))
+    env.pop("KUBECONFIG", None)
+    workdir = tmp_path / "oneclick" / "dev"
+    first = occ("dev", "up", env=env)
+    try:
+        assert first.returncode == 0, first.stderr
+        kubeconfig = Path(first.stdout.strip())
+        state = json.loads((workdir / "controller.json").read_text())
+        port = state["broker_port"]
+        name = create(kubeconfig, "default", sample("base-cluster.yaml"))
+        wait_until(lambda: any((m.get("status") or {}).get("instanceId")
+                               for m in members(kubeconfig, "default", name)),
+                   timeout=120, what="a first member launched")
+        os.kill(state["pid"], signal.SIGKILL)
+        wait_until(lambda: not running(state["pid"]), timeout=10, what="the controller gone")
+
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as squatter:
+            # (the killed broker's connections linger in TIME_WAIT: a real squatter, like
+            # the controller itself, binds past them)
+            squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            squatter.bind(("127.0.0.1", port))
+            squatter.listen()
+            refused = occ("dev", "up", env=env)
+        assert refused.returncode == 1
+        assert f"port {port} (the context broker" in refused.stderr, refused.stderr
+        assert str(workdir / "ports.json") in refused.stderr
+
+        again = occ("dev", "up", env=env)
+        assert again.returncode == 0, again.stderr
+        assert "started occ-controller (pid " in again.stderr
+        assert f"broker port {port}," in again.stderr, again.stderr
+        launch = wait_for_phase(kubeconfig, "default", name, "Ready", "Failed", timeout=240)
+        assert launch["status"]["phase"] == "Ready", launch["status"]
+        assert {m["status"]["brokerUrl"].rsplit(":", 1)[1]
+                for m in members(kubeconfig, "default", name)} == {str(port)}
+    finally:
+        occ("dev", "down", env=env)
+    assert live_instances(tmp_path / "oneclick" / "local", "default") == {}

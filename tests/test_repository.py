@@ -27,15 +27,30 @@ def test_ci_runs_the_readme_test_command() -> None:
     assert f"\n{bootstrap}\n" in script and f"\nexec {run}\n" in script
 
 
-def _imports(package: str) -> set[str]:
+def _layer(module: str) -> str:
+    """`oneclick.controller.x` -> `controller` (our layers); `kopf.y` -> `kopf`."""
+    parts = module.split(".")
+    return parts[1] if parts[0] == "oneclick" and len(parts) > 1 else parts[0]
+
+
+def _modules(folder: Path) -> set[str]:
+    """Every module the Python files under `folder` import, as written (`from oneclick import
+    controlplane` as `oneclick.controlplane`)."""
     found = set()
-    for path in (ROOT / package).rglob("*.py"):
+    for path in folder.rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.ImportFrom) and node.module:
-                found.add(node.module.split(".")[0])
+            if isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                found.add(node.module)
+                if node.module == "oneclick":
+                    found.update(f"oneclick.{alias.name}" for alias in node.names)
             elif isinstance(node, ast.Import):
-                found.update(alias.name.split(".")[0] for alias in node.names)
+                found.update(alias.name for alias in node.names)
     return found
+
+
+def _imports(package: str) -> set[str]:
+    """The layers and libraries a package of ours imports."""
+    return {_layer(m) for m in _modules(ROOT / "oneclick" / package)}
 
 
 def test_the_layers_import_only_downwards() -> None:
@@ -44,3 +59,13 @@ def test_the_layers_import_only_downwards() -> None:
     assert not _imports("api") & {"controller", "cli", "agent", "kopf", "kubernetes"}
     assert "cli" not in _imports("controller")
     assert "controller" not in _imports("cli")
+    # occ's entry point imports its commands, never the other way round.
+    for path in (ROOT / "oneclick" / "cli").glob("*.py"):
+        assert "oneclick.cli.main" not in path.read_text() or path.name == "main.py", path
+
+
+def test_every_module_of_ours_lives_under_one_import_name() -> None:
+    generic = {"api", "agent", "controller", "cli", "controlplane", "kits"}
+    assert not generic & {p.name for p in ROOT.iterdir()}, "a package outside oneclick/"
+    written = set().union(*(_modules(ROOT / f) for f in ("oneclick", "tests", "bench")))
+    assert not {m.split(".")[0] for m in written} & generic

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from agent import bootstrap, hostkeys
-from api.protocol import Bootstrap
+from oneclick.agent import bootstrap, hostkeys
+from oneclick.api.protocol import Bootstrap
 
 BOOTSTRAP = Bootstrap(broker_url="https://203.0.113.7:8443", ca_cert="-----BEGIN CERTIFICATE-----",
                       namespace="default", cluster="grid", member="grid-head-node-0",

@@ -5,17 +5,23 @@ of their own."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from api import API_VERSION, PAUSED
-from api.protocol import Bootstrap
-from controller.broker import tokens
+from oneclick.api import API_VERSION, PAUSED
+from oneclick.api.protocol import Bootstrap
+from oneclick.controller.broker import tokens
+from oneclick.controller.cache import LaunchRecord
+from oneclick.controller.providers.local import DOMAIN  # the test controller's default provider's
+from oneclick.controller.reconcile import generated
+from oneclick.kits.kube import KubeClient
 from tests.conftest import kubectl
 
 SCRIPT = """#!/bin/sh
@@ -34,9 +40,11 @@ class StagedMember:
     uid: str
     token: str
 
-    def bootstrap(self, namespace: str, cluster: str, broker_url: str, ca_pem: str) -> Bootstrap:
+    def bootstrap(self, namespace: str, cluster: str, broker_url: str, ca_pem: str,
+                  domain: str | None = DOMAIN) -> Bootstrap:
+        """As the controller makes it: the agent names itself <hostname>.<domain>."""
         return Bootstrap(broker_url=broker_url, ca_cert=ca_pem, namespace=namespace,
-                         cluster=cluster, member=self.name, token=self.token)
+                         cluster=cluster, member=self.name, token=self.token, domain=domain)
 
 
 def stage_launch(kubeconfig: Path, namespace: str, name: str, spec: dict[str, Any],
@@ -44,25 +52,48 @@ def stage_launch(kubeconfig: Path, namespace: str, name: str, spec: dict[str, An
     launch = {"apiVersion": API_VERSION, "kind": "ClusterLaunch",
               "metadata": {"name": name, "namespace": namespace, "annotations": {PAUSED: "true"}},
               "spec": spec}
-    kubectl(kubeconfig, "create", "-f", "-", stdin=json.dumps(launch))
+    created_launch = json.loads(kubectl(kubeconfig, "create", "-o", "json", "-f", "-",
+                                        stdin=json.dumps(launch)).stdout)
+    _generate_data(kubeconfig, LaunchRecord.from_object(created_launch))
     members: dict[str, StagedMember] = {}
     for role in spec["roles"]:
         for index in range(role.get("quantity", 1)):
-            member = f"{name}-{role['name']}-{index}"
-            body = {"apiVersion": API_VERSION, "kind": "LaunchMember",
-                    "metadata": {"name": member, "namespace": namespace,
-                                 "annotations": {PAUSED: "true"}},
-                    "spec": {"cluster": name, "role": role["name"], "index": index,
-                             "image": role["image"], "provider": "local"}}
-            created = json.loads(kubectl(kubeconfig, "create", "-o", "json", "-f", "-",
-                                         stdin=json.dumps(body)).stdout)
-            uid = created["metadata"]["uid"]
-            token = tokens.token_for(key, uid)
-            kubectl(kubeconfig, "patch", "lm", member, "-n", namespace, "--subresource=status",
-                    "--type=merge", "-p", json.dumps({"status": {
-                        "tokenHash": tokens.token_hash(token), "phase": "Running"}}))
-            members[member] = StagedMember(member, role["name"], index, uid, token)
+            staged = stage_member(kubeconfig, namespace, name, role, index, key)
+            members[staged.name] = staged
     return members
+
+
+def stage_member(kubeconfig: Path, namespace: str, cluster: str, role: dict[str, Any],
+                 index: int, key: bytes) -> StagedMember:
+    """One member of a staged launch, Running, with its token (a scale-up does this)."""
+    member = f"{cluster}-{role['name']}-{index}"
+    body = {"apiVersion": API_VERSION, "kind": "LaunchMember",
+            "metadata": {"name": member, "namespace": namespace,
+                         "annotations": {PAUSED: "true"}},
+            "spec": {"cluster": cluster, "role": role["name"], "index": index,
+                     "image": role["image"], "provider": "local"}}
+    created = json.loads(kubectl(kubeconfig, "create", "-o", "json", "-f", "-",
+                                 stdin=json.dumps(body)).stdout)
+    uid = created["metadata"]["uid"]
+    token = tokens.token_for(key, uid)
+    kubectl(kubeconfig, "patch", "lm", member, "-n", namespace, "--subresource=status",
+            "--type=merge", "-p", json.dumps({"status": {
+                "tokenHash": tokens.token_hash(token), "phase": "Running"}}))
+    return StagedMember(member, role["name"], index, uid, token)
+
+
+def _generate_data(kubeconfig: Path, launch: LaunchRecord) -> None:
+    """What the reconciler does for a launch it is not paused for: its generated data items
+    (the base cluster's munge key), made by the controller's own code."""
+
+    async def ensure() -> None:
+        kube = KubeClient(kubeconfig)
+        try:
+            await generated.ensure(kube, launch)
+        finally:
+            await kube.aclose()
+
+    asyncio.run(ensure())
 
 
 def make_image(root: Path, scripts: dict[str, int]) -> None:
@@ -77,14 +108,16 @@ def make_image(root: Path, scripts: dict[str, int]) -> None:
 
 
 def start_agent(root: Path, bootstrap: Bootstrap, hostname: str, address: str,
-                *extra: str) -> subprocess.Popen[str]:
+                *extra: str, agent: Sequence[str] | None = None) -> subprocess.Popen[str]:
+    """The agent (`agent`: the command that runs it; the environment's occ-agent by
+    default) for the member whose root is `root`."""
     bootstrap_file = root / "bootstrap.json"
     bootstrap_file.write_text(json.dumps(bootstrap.wire()))
     bootstrap_file.chmod(0o600)
-    agent = Path(sys.executable).parent / "occ-agent"
+    command = list(agent or [str(Path(sys.executable).parent / "occ-agent")])
     return subprocess.Popen(
-        [str(agent), "--bootstrap", str(bootstrap_file), "--root", str(root),
-         "--hostname", hostname, "--fqdn", f"{hostname}.oneclick.test", "--address", address,
+        [*command, "--bootstrap", str(bootstrap_file), "--root", str(root),
+         "--hostname", hostname, "--address", address,
          "--wait", "5", "--timeout", "180", *extra],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         env=dict(os.environ),

@@ -10,14 +10,16 @@ from typing import Any
 
 import yaml
 
-from api.protocol import Context
+from oneclick.api.protocol import Context
 from tests.broker.staging import (
     StagedMember,
     make_image,
     member_status,
     stage_launch,
+    stage_member,
     start_agent,
 )
+from tests.conftest import kubectl
 from tests.controller_process import ControllerProcess
 
 SAMPLES = Path(__file__).resolve().parents[2] / "samples"
@@ -102,7 +104,7 @@ def test_three_agents_contextualize_and_configure_themselves(
     hosts = (head / "etc" / "hosts").read_text()
     assert hosts.startswith("127.0.0.1 localhost\n")
     for name in members:
-        assert f"{ADDRESSES[name]} {short(name)}.oneclick.test {short(name)}" in hosts
+        assert f"{ADDRESSES[name]} {short(name)}.oneclick.local {short(name)}" in hosts
 
     # Host-based SSH: every member's every key in ssh_known_hosts; every member in the
     # equivalence files.
@@ -110,7 +112,7 @@ def test_three_agents_contextualize_and_configure_themselves(
     for name, status in statuses.items():
         for key in status["identity"]["sshHostKeys"]:
             keytype, blob = key.split()[:2]
-            assert (f"{short(name)},{short(name)}.oneclick.test,{ADDRESSES[name]} "
+            assert (f"{short(name)},{short(name)}.oneclick.local,{ADDRESSES[name]} "
                     f"{keytype} {blob}") in known
     for equiv in ("etc/ssh/shosts.equiv", "etc/hosts.equiv", "root/.shosts"):
         text = (head / equiv).read_text()
@@ -124,29 +126,32 @@ def test_three_agents_contextualize_and_configure_themselves(
     assert context.member.member == HEAD
     assert sorted(context.required_roles) == ["batch-client", "nfs-client"]
     assert [p.member for p in context.required_roles["batch-client"]] == [COMPUTE_0, COMPUTE_1]
-    assert context.data == {"gridmap": '"/O=Grid/OU=OneClick/CN=Jane Doe" jobrun\n'}
+    assert context.data["gridmap"] == '"/O=Grid/OU=OneClick/CN=Jane Doe" jobrun\n'
+    assert set(context.data) == {"gridmap", "munge-key"}  # what the head node requires
     assert (head / "var/lib/oneclick/roles/batch-client").read_text().splitlines() == [
-        f"{ADDRESSES[COMPUTE_0]} compute-nodes-0 compute-nodes-0.oneclick.test",
-        f"{ADDRESSES[COMPUTE_1]} compute-nodes-1 compute-nodes-1.oneclick.test",
+        f"{ADDRESSES[COMPUTE_0]} compute-nodes-0 compute-nodes-0.oneclick.local",
+        f"{ADDRESSES[COMPUTE_1]} compute-nodes-1 compute-nodes-1.oneclick.local",
     ]
     env = (head / "var/lib/oneclick/context.env").read_text()
     assert "OCC_HOSTNAME=head-node-0" in env and "OCC_ROLE_BATCH_CLIENT_HOSTS=" in env
 
     # The role scripts, in the Nimbus order, with the Nimbus arguments.
-    fqdn = "head-node-0.oneclick.test"
+    fqdn = "head-node-0.oneclick.local"
     c0, c1 = ADDRESSES[COMPUTE_0], ADDRESSES[COMPUTE_1]
     assert (head / "var/log/role-calls").read_text().splitlines() == [
-        f"roles.d/batch-client {c0} compute-nodes-0 compute-nodes-0.oneclick.test",
-        f"roles.d/batch-client {c1} compute-nodes-1 compute-nodes-1.oneclick.test",
-        f"roles.d/nfs-client {c0} compute-nodes-0 compute-nodes-0.oneclick.test",
-        f"roles.d/nfs-client {c1} compute-nodes-1 compute-nodes-1.oneclick.test",
+        f"roles.d/batch-client {c0} compute-nodes-0 compute-nodes-0.oneclick.local",
+        f"roles.d/batch-client {c1} compute-nodes-1 compute-nodes-1.oneclick.local",
+        f"roles.d/nfs-client {c0} compute-nodes-0 compute-nodes-0.oneclick.local",
+        f"roles.d/nfs-client {c1} compute-nodes-1 compute-nodes-1.oneclick.local",
         f"thisnode.d/10-self {ADDRESSES[HEAD]} head-node-0 {fqdn}",
         f"data.d/gridmap {head}/var/lib/oneclick/data/gridmap",
         "restarts.d/batch-client ",
         "ready.d/99-ready ",
     ]
     compute_calls = (roots[COMPUTE_0] / "var/log/role-calls").read_text().splitlines()
-    assert compute_calls[0] == f"roles.d/batch-server {ADDRESSES[HEAD]} head-node-0 {fqdn}"
+    # In the order the compute nodes require them: /home before the batch server.
+    assert compute_calls[:2] == [f"roles.d/nfs-server {ADDRESSES[HEAD]} head-node-0 {fqdn}",
+                                 f"roles.d/batch-server {ADDRESSES[HEAD]} head-node-0 {fqdn}"]
     assert not (roots[COMPUTE_0] / "var/lib/oneclick/data/gridmap").exists()
 
 
@@ -201,6 +206,61 @@ def test_a_broker_killed_midway_loses_nothing(
         assert status["phase"] == "Ready"
 
 
+def test_a_following_agent_configures_its_member_again_as_the_launch_scales(
+    controller: ControllerProcess, kubeconfig: Path, namespace: str, token_key: bytes,
+    tmp_path: Path,
+) -> None:
+    members, roots = stage_base(kubeconfig, namespace, token_key, tmp_path)
+    ca = controller.ca_pem()
+    head = start_agent(roots[HEAD], members[HEAD].bootstrap(
+        namespace, "base", controller.broker_url, ca), short(HEAD), ADDRESSES[HEAD], "--follow")
+    results = run_agents(controller, namespace, members, roots, [COMPUTE_0, COMPUTE_1])
+    assert all(code == 0 for code, _ in results.values()), results
+    compute_nodes = roots[HEAD] / "var/lib/oneclick/roles/batch-client"
+    calls = roots[HEAD] / "var/log/role-calls"
+
+    def listed() -> list[str]:
+        return [line.split()[1] for line in compute_nodes.read_text().splitlines()] if (
+            compute_nodes.exists()) else []
+
+    _wait_for(lambda: listed() == ["compute-nodes-0", "compute-nodes-1"])
+
+    def scale(quantity: int) -> None:
+        kubectl(kubeconfig, "patch", "cl", "base", "-n", namespace, "--type=json", "-p",
+                json.dumps([{"op": "replace", "path": "/spec/roles/1/quantity",
+                             "value": quantity}]))
+
+    # Scale up: a third compute node boots and provides its identity; the head node, whose
+    # agent follows the launch, is configured again for it (its role scripts run again).
+    scale(3)
+    added = stage_member(kubeconfig, namespace, "base",
+                         {"name": "compute-nodes", "image": "base-cluster"}, 2, token_key)
+    make_image(tmp_path / "compute-nodes-2", IMAGE)
+    agent = start_agent(tmp_path / "compute-nodes-2", added.bootstrap(
+        namespace, "base", controller.broker_url, ca), "compute-nodes-2", "127.10.0.4")
+    output, _ = agent.communicate(timeout=180)
+    assert agent.returncode == 0, output
+    _wait_for(lambda: listed() == ["compute-nodes-0", "compute-nodes-1", "compute-nodes-2"])
+    _wait_for(lambda: calls.read_text().count("restarts.d/batch-client") == 2)
+    assert "127.10.0.4 compute-nodes-2.oneclick.local" in (
+        roots[HEAD] / "etc/hosts").read_text()
+
+    # Scale down to one: the head node forgets the others.
+    scale(1)
+    _wait_for(lambda: listed() == ["compute-nodes-0"])
+    _wait_for(lambda: calls.read_text().count("restarts.d/batch-client") == 3)
+    assert head.poll() is None  # still following
+
+    # The launch ends: the broker refuses the token, and the agent stops following.
+    kubectl(kubeconfig, "delete", "cl", "base", "-n", namespace, "--wait=false")
+    output, _ = head.communicate(timeout=60)
+    assert head.returncode == 0, output
+    assert output.count("the context changed") == 2, output
+    assert "stopped following" in output
+    # Its report is its first contextualization's.
+    assert member_status(kubeconfig, namespace, HEAD)["report"]["ok"] is True
+
+
 def _wait_for(check: Any, timeout: float = 60.0) -> None:
     import time
 
@@ -234,9 +294,9 @@ def test_an_image_with_the_nimbus_layout_works_as_it_is(
     root = roots["ring-peers-0"]
     scripts = "../../opt/nimbus/ctx-scripts"
     assert (root / "var/log/role-calls").read_text().splitlines() == [
-        f"{scripts}/1-ipandhost/peers 127.11.0.1 ring-peers-0 ring-peers-0.oneclick.test",
-        f"{scripts}/1-ipandhost/peers 127.11.0.2 ring-peers-1 ring-peers-1.oneclick.test",
-        f"{scripts}/2-thishost/ip 127.11.0.1 ring-peers-0 ring-peers-0.oneclick.test",
+        f"{scripts}/1-ipandhost/peers 127.11.0.1 ring-peers-0 ring-peers-0.oneclick.local",
+        f"{scripts}/1-ipandhost/peers 127.11.0.2 ring-peers-1 ring-peers-1.oneclick.local",
+        f"{scripts}/2-thishost/ip 127.11.0.1 ring-peers-0 ring-peers-0.oneclick.local",
         f"{scripts}/3-data/motd {root}/var/lib/oneclick/data/motd",
         f"{scripts}/4-restarts/peers ",
         f"{scripts}/5-thishost-finalize/done ",

@@ -10,7 +10,7 @@ from typing import Any
 
 import yaml
 
-from kits.processes import running as _alive
+from oneclick.kits.processes import running as _alive
 from tests.conftest import kubectl
 
 SAMPLES = Path(__file__).resolve().parents[2] / "samples"

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from api.protocol import Bootstrap
-from controller.providers import InstanceState, LaunchRequest, ProviderError
-from controller.providers.local import LocalProvider
+from oneclick.api.protocol import Bootstrap
+from oneclick.controller.providers import InstanceState, LaunchRequest, ProviderError
+from oneclick.controller.providers.local import LocalProvider
 
 BOOTSTRAP = Bootstrap(broker_url="https://127.0.0.1:9", ca_cert="-----BEGIN CERTIFICATE-----",
                       namespace="ns", cluster="c", member="c-solo-0", token="t" * 43)

@@ -22,10 +22,13 @@ class User:
     history: Path
     env: dict[str, str]
 
+    @property
+    def occ_binary(self) -> str:
+        return str(Path(sys.executable).parent / "occ")
+
     def occ(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([str(Path(sys.executable).parent / "occ"), *args],
-                              capture_output=True, text=True, env=self.env, timeout=timeout,
-                              check=False)
+        return subprocess.run([self.occ_binary, *args], capture_output=True, text=True,
+                              env=self.env, timeout=timeout, check=False)
 
     def ssh(self, address: str, *command: str,
             known_hosts: Path | None = None) -> subprocess.CompletedProcess[str]:
@@ -47,9 +50,9 @@ class User:
             capture_output=True, text=True, timeout=60, check=False)
 
 
-@pytest.fixture
-def user(controller: ControllerProcess, kubeconfig: Path, tmp_path: Path) -> User:
-    home = tmp_path / "home"
+def make_user(root: Path, kubeconfig: Path) -> User:
+    """A user with a home of their own under `root`: an SSH key, occ pointed at the cluster."""
+    home = root / "home"
     (home / ".ssh").mkdir(parents=True)
     key = home / ".ssh" / "id_ed25519"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
@@ -57,3 +60,8 @@ def user(controller: ControllerProcess, kubeconfig: Path, tmp_path: Path) -> Use
     env.pop("XDG_STATE_HOME", None)
     return User(home=home, key=key, known_hosts=home / ".ssh" / "known_hosts",
                 history=home / "history", env=env)
+
+
+@pytest.fixture
+def user(controller: ControllerProcess, kubeconfig: Path, tmp_path: Path) -> User:
+    return make_user(tmp_path, kubeconfig)

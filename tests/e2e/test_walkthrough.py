@@ -48,13 +48,15 @@ def test_the_base_cluster_walkthrough(user: User, kubeconfig: Path, namespace: s
     assert f"{handle}: all members are Running" in output
     assert f"{handle}: contextualized" in output
     lines = output.splitlines()
+    at = addresses(kubeconfig, namespace, handle)
+    # Keys are trusted under names the launch owns: each member's alias (for occ ssh) and the
+    # address its provider reported (for plain ssh).
     trusted = [line for line in lines if line.startswith("SSH trusts new key for")]
     assert trusted == [
-        f"SSH trusts new key for {handle}-head-node-0.oneclick.local  [[ head-node ]]",
-        f"SSH trusts new key for {handle}-compute-nodes-0.oneclick.local  [[ compute-nodes #0 ]]",
-        f"SSH trusts new key for {handle}-compute-nodes-1.oneclick.local  [[ compute-nodes #1 ]]",
+        f"SSH trusts new key for {m}.{handle}.{namespace}.oneclick and {at[m]}  [[ {label} ]]"
+        for m, label in (("head-node-0", "head-node"), ("compute-nodes-0", "compute-nodes #0"),
+                         ("compute-nodes-1", "compute-nodes #1"))
     ]
-    at = addresses(kubeconfig, namespace, handle)
     assert f"head node: {handle}-head-node-0.oneclick.local at {at['head-node-0']}" in output
 
     # The reports, where the Nimbus client kept them.
@@ -97,13 +99,19 @@ def test_the_base_cluster_walkthrough(user: User, kubeconfig: Path, namespace: s
                              check=True).stdout
     assert f"CN = {handle}-head-node-0.oneclick.local" in subject
 
-    # The batch system: compute nodes name the head node; the head node lists every compute.
-    for compute in ("compute-nodes-0", "compute-nodes-1"):
-        server = user.ssh(at[compute], "cat", "/etc/batch/server_name").stdout.strip()
-        assert server == f"{handle}-head-node-0.oneclick.local"
-    nodes = user.ssh(head, "cat", "/etc/batch/nodes").stdout.splitlines()
-    assert nodes == [f"{handle}-compute-nodes-0.oneclick.local np=1",
-                     f"{handle}-compute-nodes-1.oneclick.local np=1"]
+    # The walkthrough ends with work: the batch system lists both compute nodes, idle, and a
+    # job runs across them.
+    nodes = user.ssh(head, "sinfo --noheader --Node --format '%N %T'").stdout.splitlines()
+    assert nodes == [f"{handle}-compute-nodes-0 idle", f"{handle}-compute-nodes-1 idle"]
+    job = user.occ("-n", namespace, "ssh", handle, "--known-hosts", str(user.known_hosts),
+                   "-i", str(user.key), "--", "srun", "-N2", "hostname")
+    assert job.returncode == 0, job.stderr
+    assert sorted(job.stdout.split()) == [f"{handle}-compute-nodes-0",
+                                          f"{handle}-compute-nodes-1"]
+    # ... and as jobrun, the account the gridmap maps the user to.
+    batch = user.occ("-n", namespace, "ssh", handle, "--known-hosts", str(user.known_hosts),
+                     "-i", str(user.key), "--", "su - jobrun -c 'sbatch --wrap hostname'")
+    assert re.fullmatch(r"Submitted batch job \d+\n", batch.stdout), batch.stderr
 
     # kubectl tells the same story as occ.
     occ_view = user.occ("-n", namespace, "get", "clusters", handle).stdout.splitlines()
@@ -192,7 +200,7 @@ def test_a_bad_document_is_refused_naming_the_file_line_and_field(
     # What only the API server knows (a role nobody provides) is refused by it, also clearly.
     unprovided = tmp_path / "unprovided.yaml"
     unprovided.write_text((SAMPLES / "base-cluster.yaml").read_text().replace(
-        "roles: [batch-server, nfs-server]", "roles: [batch-server, lustre-server]"))
+        "roles: [nfs-server, batch-server]", "roles: [lustre-server, batch-server]"))
     refused = user.occ("-n", namespace, "run", "--cluster", str(unprovided))
     assert refused.returncode == 1
     assert "spec.roles" in refused.stderr and "must be provided by some role" in refused.stderr

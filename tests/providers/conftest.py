@@ -16,8 +16,8 @@ import boto3
 import httpx
 import pytest
 
-from controlplane.local import free_port
-from kits.kube import KubeClient
+from oneclick.controlplane.local import free_port
+from oneclick.kits.kube import KubeClient
 from tests.conftest import kubectl
 from tests.controller_process import ControllerProcess
 
@@ -68,7 +68,7 @@ def create_secret(kubeconfig: Path, namespace: str, name: str, **data: str) -> N
 
 def secret_reader(kubeconfig: Path, namespace: str) -> Any:
     """Secrets as the controller reads them (from the real API server)."""
-    from controller.secrets import read_secret
+    from oneclick.controller.secrets import read_secret
 
     async def read(name: str) -> dict[str, bytes] | None:
         kube = KubeClient(kubeconfig=kubeconfig)

@@ -21,6 +21,20 @@ providers:
         hostKeys:
           - ssh-ed25519 AAAAnotakey
 """, ":9: providers[0].hosts[0].hostKeys: Value error, not an SSH public key"),
+    "a pool for a namespace that cannot be one": ("""\
+providers:
+  - name: lab
+    type: ssh
+    brokerHost: 10.0.0.1
+    privateKey: {secret: lab-ssh, key: id_ed25519}
+    allowedNamespaces: [physics, ../kube-system]
+    hosts:
+      - address: 10.0.0.5
+        hostKeys:
+          - ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFUt8Or2LRsbhbWN3trRwWoKQchGXsn2i0iVZuWj2wHW
+""",
+        ":6: providers[0].allowedNamespaces: Value error, not a namespace name: "
+        "'../kube-system'"),
     "an ec2 provider without a region": ("""\
 providers:
   - name: aws

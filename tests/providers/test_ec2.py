@@ -10,9 +10,9 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from controller.providers.base import InstanceState, LaunchRequest, ProviderError
-from controller.providers.config import EC2ProviderConfig
-from controller.providers.ec2 import EC2Provider
+from oneclick.controller.providers.base import InstanceState, LaunchRequest, ProviderError
+from oneclick.controller.providers.config import EC2ProviderConfig
+from oneclick.controller.providers.ec2 import EC2Provider
 from tests.conftest import configure_providers, kubectl
 from tests.controller.launches import create, members, sample, wait_for_phase, wait_until
 from tests.controller_process import ControllerProcess

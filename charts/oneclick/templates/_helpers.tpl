@@ -21,8 +21,11 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- .Values.broker.tls.existingSecret | default (printf "%s-broker-ca" (include "oneclick.fullname" .)) -}}
 {{- end -}}
 
+{{- /* The broker's URL as VMs reach it: through a NodePort, the node's port. */ -}}
 {{- define "oneclick.brokerURL" -}}
+{{- $port := .Values.broker.service.port -}}
+{{- if and (eq .Values.broker.service.type "NodePort") .Values.broker.service.nodePort -}}{{- $port = .Values.broker.service.nodePort -}}{{- end -}}
 {{- if .Values.broker.url -}}{{ .Values.broker.url }}
-{{- else if .Values.broker.service.externalAddress -}}{{ printf "https://%s:%v" .Values.broker.service.externalAddress .Values.broker.service.port }}
+{{- else if .Values.broker.service.externalAddress -}}{{ printf "https://%s:%v" .Values.broker.service.externalAddress $port }}
 {{- end -}}
 {{- end -}}

@@ -1,0 +1,204 @@
+"""The controller of `occ dev up`: our CRDs installed and one `occ-controller` process beside
+the development control plane, started once and reused.
+
+Its ports are chosen at the first start and kept in the control plane's workdir (PORTS, which a
+crash leaves alone): members' bootstraps name the broker's port, so a controller started again
+after a crash must listen where they look.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from oneclick.api.crd import KINDS
+from oneclick.controlplane import ControlPlane
+from oneclick.controlplane.local import free_port
+from oneclick.kits.kube import ApiError, KubeClient
+from oneclick.kits.processes import running as _alive
+from oneclick.kits.resources import custom_path
+
+NAMESPACE = "oneclick-system"
+STATE = "controller.json"  # the running controller: its pid and ports (gone when it stops)
+PORTS = "ports.json"  # the ports, chosen once per control plane
+SERVES = {"broker_port": "the context broker", "metrics_port": "the metrics endpoint",
+          "health_port": "the liveness endpoint"}
+
+
+class PortTaken(RuntimeError):
+    """A kept port is in use by another program; the message says what to do."""
+
+
+def kept_ports(workdir: Path) -> dict[str, int]:
+    """The controller's ports for this control plane: chosen at its first start, then the
+    same at every start."""
+    path = workdir / PORTS
+    try:
+        kept = json.loads(path.read_text())
+        if isinstance(kept, dict) and set(kept) == set(SERVES) and all(
+                isinstance(p, int) and 0 < p < 65536 for p in kept.values()):
+            return {name: int(kept[name]) for name in SERVES}
+    except (OSError, ValueError):
+        pass
+    chosen: dict[str, int] = {}
+    while len(chosen) < len(SERVES):
+        port = lasting_port()
+        if port not in chosen.values():
+            chosen[list(SERVES)[len(chosen)]] = port
+    tmp = path.with_name(PORTS + ".tmp")
+    tmp.write_text(json.dumps(chosen) + "\n")
+    tmp.rename(path)
+    return chosen
+
+
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999  # (Linux's default)
+
+
+def lasting_port() -> int:
+    """A free port outside the kernel's ephemeral range: kept across restarts, it must not be
+    one that any outgoing connection (an agent retrying, say) may be given while the
+    controller is down."""
+    low, high = _ephemeral_range()
+    candidates = [p for p in range(20000, 65536) if not low <= p <= high]
+    for port in random.sample(candidates, 200):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            try:
+                probe.bind(("0.0.0.0", port))  # noqa: S104  (as the broker will listen)
+            except OSError:
+                continue
+            return port
+    return free_port()  # (all taken: an ephemeral one rather than none)
+
+
+def check_free(ports: dict[str, int], kept_in: Path) -> None:
+    """Each kept port can be listened on (as the controller will: every address, reusing one
+    a crashed controller left in TIME_WAIT); PortTaken naming the port and the way out if
+    not. Never another port silently: running members know the broker by this one."""
+    for name, port in ports.items():
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(("0.0.0.0", port))  # noqa: S104  where the controller listens
+            except OSError as error:
+                raise PortTaken(
+                    f"port {port} ({SERVES[name]} of the development control plane, kept in "
+                    f"{kept_in} because members launched earlier know it) is in use by "
+                    f"another program ({error.strerror}): stop that program (`ss -ltnp "
+                    f"'sport = :{port}'` names it) and run `occ dev up` again, or remove "
+                    f"{kept_in} to choose new ports (running members are then handed a new "
+                    "bootstrap)") from error
+
+
+async def install_crds(kube: KubeClient) -> None:
+    """Our CRDs, applied from the models (no files needed), and the controller's namespace."""
+    for kind in KINDS:
+        definition = kind.definition()
+        await kube.apply(f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/"
+                         f"{kind.name}", definition, "occ-dev")
+    for _ in range(100):  # established, and served
+        try:
+            await kube.list(custom_path("ClusterLaunch", "default"))
+            break
+        except ApiError:
+            await asyncio.sleep(0.2)
+    with contextlib.suppress(ApiError):
+        await kube.create("/api/v1/namespaces", {
+            "apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}})
+
+
+def running(workdir: Path) -> dict[str, int] | None:
+    try:
+        state: dict[str, int] = json.loads((workdir / STATE).read_text())
+    except (OSError, ValueError):
+        return None
+    return state if _alive(state["pid"]) else None
+
+
+def start(plane: ControlPlane) -> tuple[dict[str, int], bool]:
+    """Start the controller for `plane` unless it runs already; True when it was started."""
+    assert plane.workdir is not None
+    current = running(plane.workdir)
+    if current is not None:
+        return current, False
+
+    async def prepare() -> None:
+        kube = KubeClient(plane.kubeconfig)
+        try:
+            await install_crds(kube)
+        finally:
+            await kube.aclose()
+
+    ports = kept_ports(plane.workdir)
+    check_free(ports, plane.workdir / PORTS)
+    asyncio.run(prepare())
+    state = dict(ports)
+    env = {**os.environ, "KUBECONFIG": str(plane.kubeconfig), "OCC_NAMESPACE": NAMESPACE,
+           "OCC_BROKER_LISTEN": "0.0.0.0",  # noqa: S104  members reach it over their bridge
+           "OCC_BROKER_PORT": str(state["broker_port"]),
+           "OCC_METRICS_PORT": str(state["metrics_port"]),
+           "OCC_HEALTH_PORT": str(state["health_port"])}
+    binary = shutil.which("occ-controller") or str(Path(sys.executable).parent / "occ-controller")
+    log = plane.workdir / "controller.log"
+    with open(log, "ab") as out:
+        process = subprocess.Popen([binary], env=env, stdin=subprocess.DEVNULL, stdout=out,
+                                   stderr=subprocess.STDOUT, start_new_session=True)
+    state["pid"] = process.pid
+    (plane.workdir / STATE).write_text(json.dumps(state))
+    deadline = time.monotonic() + 60
+    while "context broker listening" not in log.read_text(errors="replace"):
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"occ-controller did not start; its log {log} ends with:\n"
+                               + "\n".join(log.read_text().splitlines()[-15:]))
+        time.sleep(0.2)
+    return state, True
+
+
+def stop(plane: ControlPlane, timeout: float = 120.0) -> None:
+    """Terminate every launch (so no instance outlives the controller), then the controller."""
+    assert plane.workdir is not None
+    state = running(plane.workdir)
+    if state is None:
+        return
+
+    async def terminate_all() -> None:
+        kube = KubeClient(plane.kubeconfig)
+        try:
+            launches = await kube.list(custom_path("ClusterLaunch"))
+            for item in launches.get("items", []):
+                meta = item["metadata"]
+                with contextlib.suppress(ApiError):
+                    await kube.delete(custom_path("ClusterLaunch", meta["namespace"],
+                                                  meta["name"]))
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                if not (await kube.list(custom_path("LaunchMember"))).get("items"):
+                    break
+                await asyncio.sleep(1)
+        finally:
+            await kube.aclose()
+
+    asyncio.run(terminate_all())
+    os.kill(state["pid"], signal.SIGTERM)
+    for _ in range(200):
+        if not _alive(state["pid"]):
+            break
+        time.sleep(0.1)
+    else:
+        os.kill(state["pid"], signal.SIGKILL)
+    (plane.workdir / STATE).unlink()
+

@@ -1,0 +1,403 @@
+"""The broker's HTTPS endpoints: identity, context (long poll) and report.
+
+Every request is authenticated by the member's bootstrap token alone (looked up by its hash,
+compared in constant time) and must say which member it speaks for; every accepted identity
+and report is in the member's status before the answer goes out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+import hashlib
+import json
+import logging
+import ssl
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any, TypeVar
+
+from aiohttp import web
+from pydantic import BaseModel, ValidationError
+
+from oneclick import __version__
+from oneclick.api import errors
+from oneclick.api.protocol import PROTOCOL_HEADER, PROTOCOL_VERSION, Identity, Pending, Report
+from oneclick.controller import metrics
+from oneclick.controller.broker import identity_rules, openapi, tokens
+from oneclick.controller.broker.context import ContextBuilder, DataUnavailable, LaunchGone
+from oneclick.controller.broker.domains import Domains
+from oneclick.controller.broker.hearing import Hearing
+from oneclick.controller.broker.limits import Limits
+from oneclick.controller.broker.listener import GatedTLSSite
+from oneclick.controller.cache import Key, LaunchCache, LaunchRecord, MemberRecord
+from oneclick.kits.kube import JSON, ApiError, Invalid, KubeClient
+from oneclick.kits.resources import apply_body, custom_path
+
+logger = logging.getLogger(__name__)
+
+FIELD_MANAGER = "occ-broker"
+MEMBER_HEADER = "OneClick-Member"
+BODY_LIMIT = 64 * 1024
+BODY_TIMEOUT = 10.0
+MAX_WAIT = 60.0
+IDENTITY_CHANGES = 20  # per member, over its life: each one is a status write of up to 64 KiB
+RETRY_AFTER = "2"
+
+Model = TypeVar("Model", bound=BaseModel)
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class Problem(Exception):
+    """An answer other than success, with a message that says what to change."""
+
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status, self.message, self.headers = status, message, headers or {}
+
+    def response(self) -> web.Response:
+        response = web.json_response({"status": self.status, "message": self.message},
+                                     status=self.status, headers=self.headers)
+        if self.status == 413:
+            # The body was refused unread: what is left of it on the connection is no
+            # request head, so the connection ends here instead of being read as one.
+            response.force_close()
+        return response
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.UTC).replace(microsecond=0).isoformat().replace(
+        "+00:00", "Z")
+
+
+def _condition(type: str, status: bool, reason: str, message: str,
+               conditions: list[JSON]) -> JSON:
+    """A condition whose transition time moves only when its status does."""
+    value = "True" if status else "False"
+    previous = next((c for c in conditions if c.get("type") == type), None)
+    since = previous["lastTransitionTime"] if previous and previous["status"] == value else _now()
+    return {"type": type, "status": value, "reason": reason, "message": message,
+            "lastTransitionTime": since}
+
+
+class Broker:
+    def __init__(self, kube: KubeClient, cache: LaunchCache,
+                 hearing: Hearing | None = None, domains: Domains | None = None) -> None:
+        self._kube, self._cache = kube, cache
+        self.hearing = hearing or Hearing()
+        self._context = ContextBuilder(cache, kube, domains)
+        # names no two members share, each under its launch's domain
+        self._claims = identity_rules.LaunchClaims(cache, domains)
+        self._writing: set[Key] = set()  # members whose status write is in flight
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=BODY_LIMIT, middlewares=[self._errors])
+        app.router.add_post("/v1/identity", self.identity)
+        app.router.add_get("/v1/context", self.context)
+        app.router.add_post("/v1/report", self.report)
+        app.router.add_get("/v1/openapi.json", self.openapi)
+        app.router.add_get("/healthz", self.healthz)
+        return app
+
+    # -- cross-cutting --------------------------------------------------------------------
+
+    @web.middleware
+    async def _errors(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        endpoint = request.match_info.route.resource.canonical if (
+            request.match_info.route.resource is not None) else "unknown"
+        try:
+            response = await handler(request)
+        except Problem as problem:
+            response = problem.response()
+        except web.HTTPException as error:  # routing: 404, 405
+            response = web.json_response({"status": error.status, "message": error.reason},
+                                         status=error.status)
+        except ApiError as error:
+            logger.warning("API server refused a broker write: %s", error)
+            if isinstance(error, Invalid):  # what was sent can never be stored: no retry
+                response = Problem(422, "the API server refused to store this: "
+                                        f"{str(error.reason)[:1024]}").response()
+            else:
+                response = Problem(503, "the broker cannot store this right now; retry",
+                                   {"Retry-After": RETRY_AFTER}).response()
+        metrics.BROKER_REQUESTS.labels(endpoint, str(response.status)).inc()
+        return response
+
+    async def _member(self, request: web.Request) -> MemberRecord:
+        spoken = request.headers.get(PROTOCOL_HEADER, str(PROTOCOL_VERSION))
+        if spoken != str(PROTOCOL_VERSION):
+            agent = request.headers.get("User-Agent", "an agent")
+            raise Problem(400, f"this broker (oneclick {__version__}) speaks protocol "
+                               f"{PROTOCOL_VERSION}; {errors.quoted(agent)} speaks protocol "
+                               f"{errors.quoted(spoken)}: run an agent of the controller's "
+                               "version")
+        header = request.headers.get("Authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise Problem(401, "a bootstrap token is required (Authorization: Bearer ...)",
+                          {"WWW-Authenticate": "Bearer"})
+        if not self._cache.synced.is_set():
+            raise Problem(503, "the broker is starting; retry", {"Retry-After": RETRY_AFTER})
+        token = token.strip()
+        record = self._cache.member_by_token_hash(tokens.token_hash(token))
+        if record is None or record.token_hash is None or not tokens.matches(
+                token, record.token_hash):
+            raise Problem(401, "unknown or revoked bootstrap token",
+                          {"WWW-Authenticate": 'Bearer error="invalid_token"'})
+        self._refuse_revoked(record)
+        claimed = request.headers.get(MEMBER_HEADER, "")
+        namespace, cluster, member = [*claimed.split("/"), "", ""][:3]
+        if not claimed:
+            raise Problem(400, f"the {MEMBER_HEADER} header (namespace/cluster/member) is "
+                               "required")
+        if (namespace, cluster) != record.cluster_key:
+            raise Problem(403, f"this token is not valid for cluster {namespace}/{cluster}")
+        if member != record.name:
+            raise Problem(403, f"this token is not valid for member {member}")
+        self.hearing.heard(record.uid)
+        return record
+
+    def close(self) -> None:
+        """Answer every long poll now and hold no new one (before the server stops)."""
+        self._context.close()
+
+    def _refuse_revoked(self, record: MemberRecord) -> None:
+        """A token dies with its member's instance: once the member is terminating or gone,
+        or its launch is (deleted, expired, failed and backed out)."""
+        why = revoked(record, self._cache.launches.get(record.cluster_key))
+        if why is not None:
+            raise _revoked(why)
+
+    def _current(self, record: MemberRecord) -> MemberRecord:
+        """The member as the cache knows it now (after an await), its token still valid."""
+        current = self._cache.members.get((record.namespace, record.name))
+        if current is None or current.token_hash != record.token_hash:
+            raise _revoked(f"member {record.name} no longer exists")
+        self._refuse_revoked(current)
+        return current
+
+    @contextlib.contextmanager
+    def _one_write(self, record: MemberRecord) -> Iterator[None]:
+        """One status write per member at a time: concurrent requests would each read the same
+        identity count and each write 64 KiB (the agent sends one request at a time)."""
+        key = (record.namespace, record.name)
+        if key in self._writing:
+            raise Problem(429, f"a write for member {record.name} is in progress; retry",
+                          {"Retry-After": "1"})
+        self._writing.add(key)
+        try:
+            yield
+        finally:
+            self._writing.discard(key)
+
+    async def _body(self, request: web.Request, model: type[Model]) -> Model:
+        if request.content_length is not None and request.content_length > BODY_LIMIT:
+            raise Problem(413, f"the body is larger than {BODY_LIMIT} bytes")
+        try:
+            raw = await asyncio.wait_for(request.read(), BODY_TIMEOUT)
+        except web.HTTPRequestEntityTooLarge as error:
+            raise Problem(413, f"the body is larger than {BODY_LIMIT} bytes") from error
+        except TimeoutError as error:
+            raise Problem(408, f"the body did not arrive within {BODY_TIMEOUT:.0f}s") from error
+        try:
+            data = json.loads(raw)
+            # A lone surrogate (\ud800) parses, but is no character: nothing could store it.
+            json.dumps(data, ensure_ascii=False).encode()
+        except ValueError as error:
+            raise Problem(400, f"the body is not valid JSON: {error}") from error
+        try:
+            return model.model_validate(data)
+        except ValidationError as error:  # JSON, but not what the schema says: 422
+            raise Problem(422, f"invalid {model.__name__}: {errors.describe(error)}") from error
+
+    async def _store(self, record: MemberRecord, status: JSON) -> None:
+        """Write the broker's part of a member's status; the cache sees it at once."""
+        path = custom_path("LaunchMember", record.namespace, record.name, "status")
+        body = apply_body("LaunchMember", record.name, record.namespace, status=status)
+        self._cache.put_member(await self._kube.apply(path, body, FIELD_MANAGER))
+
+    def _status(self, record: MemberRecord, identity: JSON, report: JSON | None) -> JSON:
+        """Everything the broker owns of a member's status (server-side apply drops the
+        fields a manager stops sending, so every write carries all of them)."""
+        known = record.conditions
+        address = (identity.get("addresses") or ["?"])[0]
+        conditions = [_condition("IdentityProvided", True, "AgentReported",
+                                 f"{identity['hostname']} at {address}", known)]
+        status: JSON = {"identity": identity, "phase": "Contextualizing", "lastSeenAt": _now()}
+        if record.status.get("identityChanges"):
+            status["identityChanges"] = record.status["identityChanges"]
+        if report is not None:
+            ok = bool(report["ok"])
+            message = report.get("message") or ("contextualized" if ok else "failed")
+            conditions.append(_condition("Contextualized", ok,
+                                         "ReportedOk" if ok else "StepFailed", message, known))
+            status.update(report=report, phase="Ready" if ok else "Failed")
+        status["conditions"] = conditions
+        return status
+
+    # -- endpoints ------------------------------------------------------------------------
+
+    async def identity(self, request: web.Request) -> web.Response:
+        record = await self._member(request)
+        identity = (await self._body(request, Identity)).wire()
+        record = self._current(record)
+        if record.identity == identity:  # a retry: nothing to write
+            return web.json_response({"stored": True})
+        if record.report is not None:
+            raise Problem(409, "this member already reported; its identity is final")
+        changes = int(record.status.get("identityChanges") or 0)
+        if record.identity is not None:
+            if changes >= IDENTITY_CHANGES:
+                raise Problem(429, f"member {record.name} changed its identity "
+                                   f"{IDENTITY_CHANGES} times already; no more changes are "
+                                   "accepted")
+            changes += 1
+        clash = self._claims.conflict(record, identity)
+        if clash is not None:
+            raise Problem(422, f"invalid Identity: {clash}")
+        with self._one_write(record):
+            status = self._status(record, identity, None)
+            if changes:
+                status["identityChanges"] = changes
+            await self._store(record, status)
+        return web.json_response({"stored": True})
+
+    async def context(self, request: web.Request) -> web.StreamResponse:
+        record = await self._member(request)
+        try:
+            wait = float(request.query.get("wait", "0"))
+        except ValueError as error:
+            raise Problem(400, "wait must be a number of seconds") from error
+        if not 0 <= wait <= MAX_WAIT:
+            raise Problem(400, f"wait must be between 0 and {MAX_WAIT:.0f} seconds")
+        known = request.headers.get("If-None-Match")
+        with self.hearing.waiting(record.uid):
+            if known is None:
+                return await self._long_poll(request, record, time.monotonic() + wait)
+            return await self._follow(request, record, known, time.monotonic() + wait)
+
+    async def _answer(self, record: MemberRecord) -> bytes | Pending:
+        try:
+            return await self._context.context_json(record)
+        except LaunchGone as gone:
+            raise Problem(410, str(gone)) from gone
+        except DataUnavailable as error:
+            raise Problem(503, str(error), {"Retry-After": RETRY_AFTER}) from error
+
+    async def _long_poll(self, request: web.Request, record: MemberRecord,
+                         deadline: float) -> web.StreamResponse:
+        """The context once it is complete, or what it waits for at the deadline."""
+        while True:
+            answer = await self._answer(record)
+            if isinstance(answer, bytes):
+                return await self._send_context(request, answer)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or self._context.closing:
+                return self._pending(answer)
+            await self._context.wait_complete(record, remaining)
+            # The member may have changed too (deleted, token revoked): look it up again.
+            record = self._current(record)
+
+    async def _follow(self, request: web.Request, record: MemberRecord, known: str,
+                      deadline: float) -> web.StreamResponse:
+        """A contextualized agent following its launch: the context once it is complete and
+        differs from the version the agent has (members were added or removed), else 304 at
+        the deadline."""
+        while True:
+            seen = self._context.changes(record.cluster_key)
+            answer = await self._answer(record)
+            if isinstance(answer, bytes) and context_version(answer) != known:
+                return await self._send_context(request, answer)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or self._context.closing:
+                return web.Response(status=304, headers={"ETag": known})
+            await self._context.wait_changed(record, remaining, seen)
+            record = self._current(record)
+
+    @staticmethod
+    async def _send_context(request: web.Request, body: bytes) -> web.StreamResponse:
+        # Written out rather than returned as a Response: aiohttp keeps the last response of a
+        # kept-alive connection until the next request is done, and an agent's report waits
+        # for its write while thousands of others do (5 KiB each, at 5,000 agents 25 MiB).
+        response = web.StreamResponse(headers={"Content-Type": "application/json",
+                                               "ETag": context_version(body)})
+        response.content_length = len(body)
+        await response.prepare(request)
+        await response.write(body)
+        await response.write_eof()
+        return response
+
+    def _pending(self, pending: Pending) -> web.Response:
+        return web.json_response(pending.wire(), status=202, headers={"Retry-After": RETRY_AFTER})
+
+    async def report(self, request: web.Request) -> web.Response:
+        record = await self._member(request)
+        report = (await self._body(request, Report)).wire()
+        record = self._current(record)
+        if record.report is not None:
+            if record.report == report:  # a retry of a report that was stored
+                return web.json_response({"stored": True})
+            raise Problem(409, "this member already reported")
+        if record.identity is None:
+            raise Problem(409, "provide identity before reporting")
+        with self._one_write(record):
+            await self._store(record, self._status(record, record.identity, report))
+        return web.json_response({"stored": True})
+
+    async def openapi(self, request: web.Request) -> web.Response:
+        return web.json_response(openapi.document())
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        ready = self._cache.synced.is_set()
+        return web.json_response({"synced": ready, "version": __version__,
+                                  "protocol": PROTOCOL_VERSION}, status=200 if ready else 503)
+
+
+async def serve(app: web.Application, host: str, port: int, tls: ssl.SSLContext,
+                limits: Limits | None = None) -> web.AppRunner:
+    """Start serving `app` over TLS; the caller cleans the returned runner up."""
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    await GatedTLSSite(runner, host, port, tls, limits).start()
+    return runner
+
+
+def context_version(body: bytes) -> str:
+    """The ETag of a context answer: an agent that has it sends it back (If-None-Match) to
+    hear only of a context that differs."""
+    return '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
+
+
+def _revoked(why: str) -> Problem:
+    return Problem(401, f"this bootstrap token is revoked: {why}",
+                   {"WWW-Authenticate": 'Bearer error="invalid_token"'})
+
+
+def revoked(member: MemberRecord, launch: LaunchRecord | None) -> str | None:
+    """Why the member's token no longer opens anything, or None while it does. A member that
+    reported keeps reading its context while its launch lives (a re-run after a scale-up)."""
+    if member.deleting:
+        return f"member {member.name} is being deleted"
+    if member.status.get("phase") == "Terminated":
+        return f"member {member.name} was terminated"
+    if launch is None or launch.deleting:
+        return f"launch {member.cluster} is gone"
+    phase = (launch.obj.get("status") or {}).get("phase")
+    if phase == "Expired":
+        return f"launch {member.cluster} expired"
+    if phase == "Failed" and launch.spec.get("onFailure") != "Keep":
+        return f"launch {member.cluster} failed and its instances were terminated"
+    return None
+
+
+def bound_port(runner: web.AppRunner) -> int:
+    """The port actually bound (useful when asked for port 0)."""
+    for address in runner.addresses:
+        if isinstance(address, tuple):
+            port: int = address[1]
+            return port
+    raise RuntimeError("the broker is not listening")
+
+
+__all__: list[Any] = ["Broker", "Problem", "bound_port", "serve"]

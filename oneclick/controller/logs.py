@@ -1,0 +1,65 @@
+"""The controller's log: one format for its own loggers and kopf's, plain text or one JSON
+object per line (for log collectors), with routine passes kept at debug.
+
+kopf formats its per-object messages itself (kopf.configure: the object's namespace/name as a
+prefix in text, an `object` field in JSON); our loggers go through the same handler, so every
+line has the same shape.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Literal
+
+import kopf
+
+LogFormat = Literal["text", "json"]
+
+# kopf says at info that a timer's pass succeeded: one line per launch per second.
+ROUTINE = re.compile(r"Timer '[^']+' succeeded\.")
+# kopf says at error that a handler "failed temporarily" when it asks to be called again: ours
+# do so while they wait (a deleted launch for its members' instances), which is progress.
+WAITING = re.compile(r"Handler '[^']+' failed temporarily: waiting for .*", re.DOTALL)
+CHATTY = ("httpx", "httpcore")  # a line per request at info (the API server's watches)
+
+
+class RoutineAtDebug(logging.Filter):
+    """Routine passes are debug messages (shown only with --verbose), and waiting is not an
+    error."""
+
+    def __init__(self, verbose: bool) -> None:
+        super().__init__()
+        self.verbose = verbose
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.name.startswith("kopf"):
+            return True
+        if record.levelno == logging.INFO and ROUTINE.fullmatch(record.getMessage()):
+            if not self.verbose:
+                return False
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        elif record.levelno == logging.ERROR and WAITING.fullmatch(record.getMessage()):
+            record.levelno, record.levelname = logging.INFO, "INFO"
+        return True
+
+
+class LoggerField(logging.Filter):
+    """JSON lines name their logger (kopf's JSON formatter leaves it out)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.logger = record.name
+        return True
+
+
+def setup(log_format: LogFormat, verbose: bool) -> None:
+    kopf.configure(verbose=verbose,
+                   log_format=kopf.LogFormat.JSON if log_format == "json" else kopf.LogFormat.FULL,
+                   log_prefix=log_format != "json")
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(RoutineAtDebug(verbose))
+        if log_format == "json":
+            handler.addFilter(LoggerField())
+    for name in CHATTY:
+        logging.getLogger(name).setLevel(logging.DEBUG if verbose else logging.WARNING)
+    logging.captureWarnings(True)  # Python's warnings in the same format, not raw on stderr

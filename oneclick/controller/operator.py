@@ -1,0 +1,62 @@
+"""The kopf operator: its handlers, and the startup and cleanup of what they share."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import kopf
+from prometheus_client import start_http_server
+
+from oneclick.api import FINALIZER, GROUP, PAUSED, VERSION
+from oneclick.controller.reconcile import launches
+from oneclick.controller.reconcile.members import release_deleted_members
+from oneclick.controller.runtime import Runtime
+from oneclick.controller.secrets import OwnerUnreadable
+from oneclick.controller.settings import Settings
+
+logger = logging.getLogger(__name__)
+NOT_PAUSED = {PAUSED: kopf.ABSENT}
+
+
+@kopf.on.startup()
+async def startup(memo: kopf.Memo, settings: kopf.OperatorSettings, **_: Any) -> None:
+    config: Settings = memo.settings  # (read once by occ-controller, with the providers file)
+    settings.persistence.finalizer = FINALIZER
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=GROUP)
+    settings.posting.level = logging.INFO
+    settings.watching.server_timeout = 300
+    try:
+        runtime = await Runtime.start(config, memo.providers_file)
+    except OwnerUnreadable as error:  # a setting no retry mends: stop, saying why
+        raise kopf.PermanentError(str(error)) from error
+    if config.metrics_port:
+        start_http_server(config.metrics_port)
+    memo.runtime = runtime
+    # Members are not kopf's: thousands of them, each written several times, would cost a
+    # kopf event each. Their finalizer is ours (set when they are made), released here.
+    runtime.spawn(release_deleted_members(runtime))
+    for provider in runtime.providers.values():
+        for limitation in provider.limitations():
+            logger.warning("provider %s cannot offer here: %s", provider.name, limitation)
+    logger.info("context broker listening on port %d; members reach it at %s",
+                runtime.broker.port, ", ".join(sorted({
+                    runtime.broker_url(p) for p in runtime.providers.values()})))
+
+
+@kopf.on.cleanup()
+async def cleanup(memo: kopf.Memo, **_: Any) -> None:
+    if "runtime" in memo:
+        await memo.runtime.stop()
+
+
+@kopf.timer(GROUP, VERSION, "clusterlaunches", interval=1.0, sharp=False,
+            annotations=NOT_PAUSED)
+async def reconcile_launch(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    await launches.reconcile(memo.runtime, body)
+
+
+@kopf.on.delete(GROUP, VERSION, "clusterlaunches", annotations=NOT_PAUSED)
+async def launch_deleted(body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
+    await launches.finalize(memo.runtime, body, **kwargs)

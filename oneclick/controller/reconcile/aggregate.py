@@ -1,0 +1,260 @@
+"""A launch's status as a pure function of its spec, its members and the time: conditions first,
+the phase a summary of them (as the API conventions ask). `compute_status` is the whole of it:
+the reconciler gathers what it needs (`Observed`), and acts on what it returns (`Outcome`)."""
+
+from __future__ import annotations
+
+import datetime
+import re
+from dataclasses import dataclass
+
+from oneclick.api.conditions import Condition, ConditionStatus, find_condition, set_condition
+from oneclick.controller.broker.data import LaunchData
+from oneclick.controller.cache import MemberRecord
+from oneclick.controller.reconcile import heard
+from oneclick.kits.kube import JSON
+
+_DURATION = re.compile(r"(\d+)([hms])")
+_UNIT = {"h": 3600, "m": 60, "s": 1}
+
+RUNNING_PHASES = {"Running", "Contextualizing", "Ready"}
+TERMINAL = ("Failed", "Expired")  # launch phases after which nothing changes
+
+
+def parse_duration(text: str) -> datetime.timedelta:
+    return datetime.timedelta(seconds=sum(int(n) * _UNIT[u] for n, u in _DURATION.findall(text)))
+
+
+def parse_time(text: str) -> datetime.datetime:
+    return datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def format_time(moment: datetime.datetime) -> str:
+    return moment.astimezone(datetime.UTC).replace(microsecond=0).isoformat().replace(
+        "+00:00", "Z")
+
+
+def desired_members(spec: JSON) -> list[tuple[str, int]]:
+    """(role, index) of every member the spec asks for, in launch order."""
+    return [(role["name"], i) for role in spec["roles"] for i in range(role.get("quantity", 1))]
+
+
+@dataclass(frozen=True)
+class Failure:
+    reason: str
+    message: str
+
+
+def failure(spec: JSON, members: list[MemberRecord], created: datetime.datetime,
+            all_running_since: datetime.datetime | None, now: datetime.datetime,
+            last_heard: heard.LastHeard | None = None) -> Failure | None:
+    """Why the launch has failed, if it has: a member's error report, a dead instance, or a
+    stage that took longer than its timeout."""
+    for member in members:
+        if member.report is not None and not member.report.get("ok"):
+            step = member.report.get("failedStep") or "contextualization"
+            return Failure("ContextualizationFailed",
+                           f"{member.name}: {step} exited with code "
+                           f"{member.report.get('exitCode')}: {member.report.get('message', '')}")
+        if member.status.get("phase") == "Failed" and member.report is None:
+            launched = _condition(member.status, "Launched")
+            if launched.get("status") == "False":  # the provider could not make it
+                return Failure("LaunchFailed", f"{member.name}: {launched.get('message', '')}")
+            return Failure("InstanceFailed", f"{member.name}: " + str(
+                _condition(member.status, "Running").get("message", "its instance failed")))
+    timeouts = spec.get("timeouts", {})
+    if all_running_since is None:
+        limit = parse_duration(timeouts.get("launch", "15m"))
+        if now - created > limit:
+            return Failure("LaunchTimeout", f"not every member was running within {limit}")
+    else:
+        limit = parse_duration(timeouts.get("contextualization", "15m"))
+        if now - all_running_since > limit and not all(
+                m.report is not None for m in members):
+            return _timed_out(limit, members, all_running_since,
+                              last_heard or heard.last_heard_by(None))
+    return None
+
+
+def _timed_out(limit: datetime.timedelta, members: list[MemberRecord],
+               running_since: datetime.datetime, last_heard: heard.LastHeard) -> Failure:
+    """Contextualization took too long: which members kept us waiting, and whether the broker
+    heard from them at all (if from none since they run, it is likely out of their reach)."""
+    waiting = [m for m in members if m.report is None]
+    urls = sorted({str(m.status["brokerUrl"]) for m in waiting if m.status.get("brokerUrl")})
+    broker = f"the broker at {' or '.join(urls)}" if urls else "the broker"
+    names = heard.names([m.name for m in waiting])
+    if not any((t := last_heard(m)) is not None and t >= running_since for m in members):
+        return Failure("BrokerUnreachable",
+                       f"no member was heard from within {limit} of running: {broker} may be "
+                       f"unreachable from them; still waiting for {names}")
+    never = [m.name for m in waiting if last_heard(m) is None]
+    return Failure("ContextualizationTimeout",
+                   f"not every member reported within {limit}; still waiting for {names}"
+                   + (f"; never heard from: {heard.names(never)} ({broker} may be "
+                      "unreachable from them)" if never else ""))
+
+
+def _condition(status: JSON, type: str) -> JSON:
+    for condition in status.get("conditions", []):
+        if condition.get("type") == type:
+            return dict(condition)
+    return {}
+
+
+def data_delivered(found: LaunchData) -> tuple[bool, str, str]:
+    """The DataDelivered condition (status, reason, message): whether every data item a role
+    requires can be delivered, else why each withheld one is not."""
+    if not found.problems:
+        return True, "DataAvailable", (f"{len(found.values)} data items available to the roles "
+                                       "that require them")
+    problems = sorted(found.problems.values(), key=lambda p: p.item)
+    return False, problems[0].reason.value, "; ".join(p.message for p in problems)
+
+
+@dataclass(frozen=True)
+class Counts:
+    total: int
+    launched: int
+    running: int
+    identified: int
+    contextualized: int
+    failed: int
+
+    def wire(self) -> JSON:
+        return {"total": self.total, "launched": self.launched, "running": self.running,
+                "identified": self.identified, "contextualized": self.contextualized,
+                "failed": self.failed}
+
+
+def count(spec: JSON, members: list[MemberRecord]) -> Counts:
+    wanted = set(desired_members(spec))
+    current = [m for m in members if (m.role, m.index) in wanted]
+    return Counts(
+        total=len(wanted),
+        launched=sum(1 for m in current if m.status.get("instanceId")),
+        running=sum(1 for m in current if _ran(m)),
+        identified=sum(1 for m in current if m.identity is not None),
+        contextualized=sum(1 for m in current if m.report and m.report.get("ok")),
+        failed=sum(1 for m in current if m.report is not None and not m.report.get("ok")),
+    )
+
+
+def _ran(member: MemberRecord) -> bool:
+    """Its instance runs, or ran: a failed member counts only if its agent spoke (one its
+    provider never made has not run, and "all members running" would be false)."""
+    phase = member.status.get("phase")
+    return phase in RUNNING_PHASES or (phase == "Failed" and (
+        member.report is not None or member.identity is not None))
+
+
+def head_node(spec: JSON, members: list[MemberRecord]) -> str | None:
+    """The first member of the first role: where the user logs in."""
+    if not spec["roles"]:
+        return None
+    first = spec["roles"][0]["name"]
+    for member in members:
+        if member.role == first and member.index == 0 and member.identity:
+            return str(member.identity.get("fqdn") or member.identity.get("hostname"))
+    return None
+
+
+@dataclass(frozen=True)
+class Observed:
+    """What one launch's status is computed from, gathered by the reconciler."""
+
+    spec: JSON
+    members: list[MemberRecord]  # those not being deleted
+    previous: JSON  # the status as the API server has it
+    generation: int | None
+    created: datetime.datetime
+    now: datetime.datetime
+    last_heard: heard.LastHeard
+    started: datetime.datetime  # when this controller started (silences count from then)
+    unknown_provider: str | None = None  # why no configured provider can serve the launch
+    data: LaunchData | None = None  # its data items, read this pass (None: not read)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    status: JSON  # the whole status the controller owns
+    terminate: bool  # the instances end now (expired, or failed and not kept)
+    running_since: datetime.datetime | None  # when every member first ran
+
+
+def compute_status(seen: Observed) -> Outcome:
+    """The launch's status from what was observed; no I/O."""
+    status, spec, members, now = seen.previous, seen.spec, seen.members, seen.now
+    expires = seen.created + parse_duration(spec.get("lifetime", "1h"))
+    conditions = [Condition.model_validate(c) for c in status.get("conditions", [])]
+    phase = status.get("phase")
+
+    def put(type: str, ok: bool, reason: str, message: str = "") -> None:
+        nonlocal conditions
+        conditions = set_condition(conditions, type, ok, reason, message, seen.generation)
+
+    counts = count(spec, members)
+    put("MembersLaunched", counts.launched == counts.total, "AllLaunched"
+        if counts.launched == counts.total else "Launching",
+        f"{counts.launched} of {counts.total} members launched")
+    all_running = counts.running == counts.total
+    put("MembersRunning", all_running, "AllRunning" if all_running else "Booting",
+        f"{counts.running} of {counts.total} members running")
+    running_since = _since(conditions, "MembersRunning")
+    if seen.data is not None:
+        put("DataDelivered", *data_delivered(seen.data))
+    done = counts.contextualized == counts.total
+    silent = [] if done or phase in TERMINAL else heard.silences(
+        members, seen.last_heard, now, seen.started)
+    put("Contextualized", done, "AllReported" if done else "Waiting",
+        f"{counts.contextualized} of {counts.total} members contextualized"
+        + (f"; {heard.describe(silent)}" if silent else ""))
+
+    terminate = False
+    if phase not in TERMINAL:
+        if seen.unknown_provider is not None:
+            phase = "Failed"
+            put("Failed", True, "UnknownProvider", seen.unknown_provider)
+            put("Ready", False, "UnknownProvider", seen.unknown_provider)
+        elif now >= expires:
+            phase, terminate = "Expired", True
+            put("Ready", False, "Expired", f"the launch's lifetime ended at "
+                f"{format_time(expires)}; every instance was terminated")
+        elif (failed := failure(spec, members, seen.created, running_since, now,
+                                seen.last_heard)) is not None:
+            phase = "Failed"
+            terminate = spec.get("onFailure") != "Keep"
+            put("Failed", True, failed.reason, failed.message + (
+                "; every instance was terminated (reports are kept)" if terminate else ""))
+            put("Ready", False, failed.reason, failed.message)
+        else:
+            phase = "Ready" if done else "Contextualizing" if all_running else (
+                "Launching" if members else "Pending")
+            put("Ready", done, "Contextualized" if done else "Waiting",
+                "every member is contextualized" if done else
+                f"{counts.contextualized} of {counts.total} members contextualized")
+            if find_condition(conditions, "Failed") is None:
+                put("Failed", False, "NoFailure", "")
+
+    new: JSON = {
+        "phase": phase,
+        "conditions": [c.wire() for c in conditions],
+        "observedGeneration": seen.generation,
+        "expiresAt": format_time(expires),
+        "members": counts.wire(),
+        "readyMembers": f"{counts.contextualized}/{counts.total}",
+    }
+    head = head_node(spec, members)
+    if head:
+        new["headNode"] = head
+    ready_at = status.get("readyAt") or (format_time(now) if phase == "Ready" else None)
+    if ready_at:
+        new["readyAt"] = ready_at
+    return Outcome(new, terminate, running_since)
+
+
+def _since(conditions: list[Condition], type: str) -> datetime.datetime | None:
+    found = find_condition(conditions, type)
+    if found is None or found.status != ConditionStatus.TRUE:
+        return None
+    return found.last_transition_time

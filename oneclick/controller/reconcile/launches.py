@@ -1,0 +1,192 @@
+"""The reconcile loop of one ClusterLaunch, run every second until the launch ends.
+
+Each pass converges, whatever happened before it (a crash included): members are created or
+deleted to match the spec, members without an instance are launched (idempotently), instances
+are described in one batch per provider, and the launch's status is computed from its members
+and written only when it changed. Expiry and failure terminate every instance.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+from typing import Any
+
+import kopf
+
+from oneclick.controller import metrics
+from oneclick.controller.broker.data import DataUnavailable, LaunchData, read_data
+from oneclick.controller.cache import LaunchRecord, MemberRecord
+from oneclick.controller.providers import ProviderError
+from oneclick.controller.reconcile import aggregate, generated, heard
+from oneclick.controller.reconcile.members import (
+    FIELD_MANAGER,
+    create_member,
+    delete_member,
+    launch_member,
+    record_instance,
+    terminate_members,
+)
+from oneclick.controller.reconcile.refresh import refresh_moved
+from oneclick.controller.runtime import Runtime
+from oneclick.kits.kube import JSON, ApiError
+from oneclick.kits.resources import apply_body, custom_path
+
+logger = logging.getLogger(__name__)
+
+TERMINAL = aggregate.TERMINAL
+ACTIVE_MEMBER_PHASES = ("Launching", "Running", "Contextualizing", "Ready")
+
+
+async def reconcile(rt: Runtime, body: kopf.Body) -> None:
+    """One pass: converge the members (while the launch is not over), compute the status from
+    what is observed, end the instances when it says so, write the status when it changed."""
+    launch = LaunchRecord.from_object(dict(body))
+    key = (launch.namespace, launch.name)
+    previous: JSON = dict(body.get("status") or {})
+    phase = previous.get("phase")
+    # A provider nobody configured fails the launch at once, before anything is made (once
+    # members exist, their own provider errors say what went wrong).
+    unknown = None if phase in TERMINAL or rt.cache.members_of(key) else rt.unknown_provider(
+        launch.spec.get("provider"))
+    if unknown is None and phase not in (*TERMINAL, "Ready"):  # (before members: made first)
+        await _ensure_generated(rt, launch)
+    if unknown is None and phase not in TERMINAL:
+        await _converge_members(rt, launch)
+        await _poll_instances(rt, rt.cache.members_of(key))
+        refresh_moved(rt, rt.cache.members_of(key))
+    members = [m for m in rt.cache.members_of(key) if not m.deleting]
+    now = datetime.datetime.now(datetime.UTC)
+    created = aggregate.parse_time(body["metadata"]["creationTimestamp"])
+    outcome = aggregate.compute_status(aggregate.Observed(
+        spec=launch.spec, members=members, previous=previous,
+        generation=body["metadata"].get("generation"), created=created, now=now,
+        last_heard=heard.last_heard_by(rt.broker.hearing), started=rt.started,
+        unknown_provider=unknown,
+        # (once delivered, nothing reads the data again)
+        data=await _read_data(rt, launch) if phase not in (*TERMINAL, "Ready") else None))
+    if outcome.terminate:
+        await terminate_members(rt, members)
+    new_status = outcome.status
+    if _differs(previous, new_status):
+        counts = new_status["members"]
+        if previous.get("phase") != new_status["phase"]:
+            logger.info("launch %s/%s: %s -> %s (%s of %s members contextualized)",
+                        launch.namespace, launch.name, previous.get("phase") or "new",
+                        new_status["phase"], counts["contextualized"], counts["total"])
+        else:
+            logger.debug("launch %s/%s: status changed", launch.namespace, launch.name)
+        _announce(body, previous, new_status, created, outcome.running_since, now)
+        await rt.kube.apply(
+            custom_path("ClusterLaunch", launch.namespace, launch.name, "status"),
+            apply_body("ClusterLaunch", launch.name, launch.namespace, status=new_status),
+            FIELD_MANAGER)
+
+
+async def _read_data(rt: Runtime, launch: LaunchRecord) -> LaunchData | None:
+    """The launch's data items as they are now; None when they cannot be read this pass."""
+    try:
+        return await read_data(rt.kube, launch.namespace, launch.spec, launch.uid)
+    except DataUnavailable as error:
+        logger.warning("launch %s/%s: %s", launch.namespace, launch.name, error)
+        return None
+
+
+async def _ensure_generated(rt: Runtime, launch: LaunchRecord) -> None:
+    """The launch's generated data items (shared secrets), made once; a refusal is logged and
+    tried again next pass (members wait, and DataDelivered says the item is not there yet)."""
+    try:
+        await generated.ensure(rt.kube, launch)
+    except ApiError as error:
+        logger.warning("launch %s/%s: cannot make its generated data items: %s",
+                       launch.namespace, launch.name, error)
+
+
+def _differs(old: JSON, new: JSON) -> bool:
+    return any(old.get(k) != v for k, v in new.items())
+
+
+def _announce(body: kopf.Body, old: JSON, new: JSON, created: datetime.datetime,
+              running_since: datetime.datetime | None, now: datetime.datetime) -> None:
+    """Events (and duration metrics) for each condition that just became true."""
+    before = {c["type"]: c["status"] for c in old.get("conditions", [])}
+    said = {c["type"]: c.get("message") for c in old.get("conditions", [])}
+    for condition in new["conditions"]:
+        if condition["type"] == "DataDelivered" and condition["status"] == "False":
+            if said.get("DataDelivered") != condition["message"]:  # why data is withheld
+                kopf.event(body, type="Warning", reason=condition["reason"],
+                           message=condition["message"])
+            continue
+        if condition["status"] != "True" or before.get(condition["type"]) == "True":
+            continue
+        kind = "Warning" if condition["type"] == "Failed" else "Normal"
+        kopf.event(body, type=kind, reason=condition["reason"], message=condition["message"])
+        if condition["type"] == "MembersRunning":
+            metrics.LAUNCH_SECONDS.observe((now - created).total_seconds())
+        if condition["type"] == "Ready" and running_since is not None:
+            metrics.CONTEXTUALIZATION_SECONDS.observe((now - running_since).total_seconds())
+    if new["phase"] == "Expired" and old.get("phase") != "Expired":
+        kopf.event(body, type="Normal", reason="Expired", message=new["conditions"][-1][
+            "message"] if new["conditions"] else "expired")
+
+
+async def _converge_members(rt: Runtime, launch: LaunchRecord) -> None:
+    members = {(m.role, m.index): m for m in rt.cache.members_of((launch.namespace,
+                                                                   launch.name))}
+    desired = aggregate.desired_members(launch.spec)
+    roles = {r["name"]: r for r in launch.spec["roles"]}
+    for role, index in desired:
+        if (role, index) not in members:
+            await create_member(rt, launch, roles[role], index)
+    wanted = set(desired)
+    for slot, member in members.items():
+        if slot not in wanted and not member.deleting:
+            await delete_member(rt, member)  # its finalizer terminates the instance
+    for slot in desired:
+        fresh = rt.cache.member_at((launch.namespace, launch.name), *slot)
+        if (fresh is not None and not fresh.deleting and not fresh.status.get("instanceId")
+                and fresh.status.get("phase") != "Failed" and fresh.uid not in rt.launching):
+            rt.launching.add(fresh.uid)
+            rt.spawn(_launch(rt, fresh))
+
+
+async def _launch(rt: Runtime, member: MemberRecord) -> None:
+    try:
+        await launch_member(rt, member)
+    except Exception:
+        logger.exception("launching %s", member.name)
+    finally:
+        rt.launching.discard(member.uid)
+
+
+async def _poll_instances(rt: Runtime, members: list[MemberRecord]) -> None:
+    """Describe every instance that may still change, in one call per provider."""
+    by_provider: dict[str, list[MemberRecord]] = {}
+    for member in members:
+        if member.status.get("instanceId") and member.status.get("phase") in (
+                "Launching", "Running") and not member.deleting:
+            by_provider.setdefault(member.spec.get("provider", "local"), []).append(member)
+    for name, group in by_provider.items():
+        try:
+            found = await rt.provider(name).describe([m.status["instanceId"] for m in group])
+        except ProviderError as error:
+            metrics.PROVIDER_CALLS.labels(name, "describe", "error").inc()
+            logger.warning("describing instances of %s failed: %s", name, error)
+            continue
+        metrics.PROVIDER_CALLS.labels(name, "describe", "ok").inc()
+        for member in group:
+            instance = found.get(member.status["instanceId"])
+            if instance is not None:
+                await record_instance(rt, member, instance)
+
+
+async def finalize(rt: Runtime, body: kopf.Body, **_: Any) -> None:
+    """Deleting a launch: delete its members (each terminates its instance) and wait for them:
+    the finalizer goes only when no instance is left."""
+    key = (body["metadata"]["namespace"], body["metadata"]["name"])
+    members = rt.cache.members_of(key)
+    for member in members:
+        if not member.deleting:
+            await delete_member(rt, member)
+    if members:
+        raise kopf.TemporaryError(f"waiting for {len(members)} members to terminate", delay=1)

@@ -1,0 +1,154 @@
+"""The agent as one file that needs only a Python interpreter: `oneclick-agent.pyz`.
+
+The zip carries the agent and the wire protocol (`oneclick.agent`, `oneclick.api`) and their
+three libraries (pydantic, httpx, cryptography, with what they need), nothing of the
+controller: an image or a host gets the agent without the operator. Run as `python3
+oneclick-agent.pyz [occ-agent's options]`: its `__main__` unpacks the libraries once per
+bundle (compiled modules cannot be imported from a zip) into a cache directory named by the
+bundle's digest, then runs `occ-agent` from there.
+
+The compiled libraries are those of the interpreter that builds it (CPython 3.11 on x86_64
+Linux here); the bundle says so and refuses another interpreter with a clear message.
+
+    python -m oneclick.controlplane.agent_bundle     # build (cached), print its path
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+
+from oneclick import __version__
+from oneclick.controlplane.binaries import cache_root
+
+REPO = Path(__file__).resolve().parents[2]
+PACKAGE = REPO / "oneclick"
+CONSTRAINTS = REPO / "hack" / "constraints.txt"
+LIBRARIES = ("pydantic", "httpx", "cryptography")  # what the agent installs with
+CARRIED = ("__init__.py", "api", "agent")  # of oneclick/
+
+MAIN = '''"""oneclick-agent: unpack once (per bundle digest), then run occ-agent."""
+import os, sys, tempfile, zipfile
+from pathlib import Path
+
+BUNDLE, DIGEST, PYTHON = {bundle!r}, {digest!r}, {python!r}
+here = "%d.%d" % sys.version_info[:2]
+if here != PYTHON:
+    sys.exit("%s carries libraries for CPython %s; this is %s %s: run it with python%s"
+             % (BUNDLE, PYTHON, sys.implementation.name, here, PYTHON))
+bases = [os.environ.get("OCC_AGENT_CACHE"), "/var/cache/oneclick",
+         str(Path.home() / ".cache" / "oneclick"), tempfile.gettempdir()]
+for base in filter(None, bases):
+    target = Path(base) / ("agent-" + DIGEST)
+    if (target / ".complete").exists():
+        break
+    try:
+        Path(base).mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".agent-", dir=base))
+    except OSError:
+        continue
+    with zipfile.ZipFile(sys.argv[0]) as archive:
+        archive.extractall(staging, [n for n in archive.namelist() if n.startswith("lib/")])
+    (staging / ".complete").touch()
+    try:
+        staging.rename(target)
+    except OSError:  # another run unpacked it first
+        pass
+    break
+sys.path.insert(0, str(target / "lib"))
+from oneclick.agent.main import main  # noqa: E402
+sys.argv[0] = "occ-agent"
+main()
+'''
+
+
+class BundleError(Exception):
+    pass
+
+
+def python_tag() -> str:
+    return f"{sys.version_info[0]}.{sys.version_info[1]}"
+
+
+def _sources() -> list[Path]:
+    files: list[Path] = []
+    for name in CARRIED:
+        path = PACKAGE / name
+        found = [path] if path.is_file() else sorted(path.rglob("*.py"))
+        files.extend(p for p in found if "__pycache__" not in p.parts)
+    return files
+
+
+def _inputs_digest() -> str:
+    """What the bundle is made of: our sources, the pinned libraries, the interpreter."""
+    h = hashlib.sha256(f"{python_tag()} {platform.machine()} {__version__}".encode())
+    h.update(CONSTRAINTS.read_bytes())
+    for path in _sources():
+        h.update(path.relative_to(REPO).as_posix().encode() + b"\0" + path.read_bytes())
+    return h.hexdigest()[:12]
+
+
+def bundle_path() -> Path:
+    return cache_root() / "agent" / f"oneclick-agent-{__version__}-{_inputs_digest()}.pyz"
+
+
+def build(log: bool = True) -> Path:
+    """The bundle for these sources (built once, then found in the cache)."""
+    target = bundle_path()
+    if target.exists():
+        return target
+    if log:
+        print(f"building {target.name} (cached afterwards) ...", file=sys.stderr, flush=True)
+    with tempfile.TemporaryDirectory() as work:
+        lib = Path(work) / "lib"
+        done = subprocess.run(
+            [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+             "--no-compile", "--only-binary=:all:", "--target", str(lib),
+             "-c", str(CONSTRAINTS), *LIBRARIES], capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            raise BundleError(f"pip could not fetch {', '.join(LIBRARIES)}: "
+                              f"{done.stderr.strip()[-2000:]}")
+        for path in _sources():
+            destination = lib / path.relative_to(REPO)
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, destination)
+        for leftover in [*lib.glob("bin"), *lib.rglob("__pycache__")]:
+            shutil.rmtree(leftover, ignore_errors=True)
+        payload = sorted(p for p in lib.rglob("*") if p.is_file())
+        digest = hashlib.sha256()
+        for path in payload:
+            digest.update(path.relative_to(work).as_posix().encode() + b"\0" + path.read_bytes())
+        buffer = io.BytesIO(b"#!/usr/bin/env python3\n")  # (as zipapp: then the zip)
+        buffer.seek(0, io.SEEK_END)
+        with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+            archive.writestr("__main__.py", MAIN.format(
+                bundle=target.name, digest=digest.hexdigest()[:16], python=python_tag()))
+            for path in payload:
+                archive.write(path, path.relative_to(work).as_posix())
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staged = target.with_suffix(".tmp")
+        staged.write_bytes(buffer.getvalue())
+        staged.chmod(0o755)
+        staged.replace(target)
+    for old in target.parent.glob("oneclick-agent-*.pyz"):
+        if old != target:
+            old.unlink(missing_ok=True)
+    return target
+
+
+def main() -> None:
+    try:
+        print(build())
+    except BundleError as error:
+        sys.exit(f"agent bundle: {error}")
+
+
+if __name__ == "__main__":
+    main()

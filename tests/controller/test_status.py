@@ -1,0 +1,147 @@
+"""A launch's status as a pure function (`aggregate.compute_status`): from its spec, its
+members as the cache has them and the time, the phase, the conditions, and whether its
+instances end now. No API server: each case is a moment of a launch's life."""
+
+from __future__ import annotations
+
+import datetime
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from oneclick.controller.broker.data import LaunchData
+from oneclick.controller.cache import MemberRecord
+from oneclick.controller.reconcile import aggregate, heard
+
+CREATED = datetime.datetime(2026, 11, 26, 12, 0, tzinfo=datetime.UTC)
+SPEC: dict[str, Any] = {"lifetime": "1h", "roles": [
+    {"name": "head", "image": "base-cluster"},
+    {"name": "compute", "image": "base-cluster", "quantity": 2}]}
+IDENTITY = {"hostname": "h", "fqdn": "h.oneclick.local", "addresses": ["10.0.0.1"],
+            "sshHostKeys": []}
+
+
+def member(role: str, index: int, phase: str = "Running", *, launched: bool = True,
+           identity: bool = False, report: dict[str, Any] | None = None,
+           conditions: list[dict[str, Any]] | None = None) -> MemberRecord:
+    status: dict[str, Any] = {"phase": phase, "conditions": conditions or []}
+    if launched:
+        status["instanceId"] = f"i-{role}-{index}"
+    return MemberRecord(namespace="ns", name=f"c-{role}-{index}", uid=f"u-{role}-{index}",
+                        cluster="c", role=role, index=index, resource_version="1",
+                        identity=dict(IDENTITY) if identity or report else None,
+                        report=report, conditions=conditions or [], status=status)
+
+
+def all_three(phase: str = "Running", **kwargs: Any) -> list[MemberRecord]:
+    return [member("head", 0, phase, **kwargs), member("compute", 0, phase, **kwargs),
+            member("compute", 1, phase, **kwargs)]
+
+
+OK = {"ok": True, "message": "contextualized"}
+
+
+@dataclass
+class Case:
+    members: list[MemberRecord]
+    minutes: float  # since the launch was made
+    phase: str
+    terminate: bool = False
+    ready: str = "False"
+    reason: str = ""  # the Ready condition's reason (or Failed's, for a failure)
+    spec: dict[str, Any] = field(default_factory=lambda: dict(SPEC))
+    previous: dict[str, Any] = field(default_factory=dict)
+    unknown_provider: str | None = None
+
+
+CASES = {
+    "nothing made yet": Case([], 0.1, "Pending", reason="Waiting"),
+    "members launching": Case(all_three("Launching"), 1, "Launching", reason="Waiting"),
+    "all running, none reported": Case(all_three(), 2, "Contextualizing", reason="Waiting"),
+    "all reported ok": Case(all_three("Ready", report=OK), 3, "Ready", ready="True",
+                            reason="Contextualized"),
+    "one failed report": Case(
+        [member("head", 0, "Failed", report={"ok": False, "failedStep": "roles.d/x",
+                                            "exitCode": 3, "message": "boom"}),
+         member("compute", 0), member("compute", 1)], 3, "Failed", terminate=True,
+        reason="ContextualizationFailed"),
+    "one failed report, kept": Case(
+        [member("head", 0, "Failed", report={"ok": False, "exitCode": 3}),
+         member("compute", 0), member("compute", 1)], 3, "Failed", terminate=False,
+        reason="ContextualizationFailed", spec={**SPEC, "onFailure": "Keep"}),
+    "launching too long": Case(all_three("Launching"), 16, "Failed", terminate=True,
+                               reason="LaunchTimeout"),
+    "lifetime over": Case(all_three("Ready", report=OK), 61, "Expired", terminate=True,
+                          reason="Expired"),
+    "no such provider": Case([], 0.1, "Failed", reason="UnknownProvider",
+                             unknown_provider="no provider named 'moon' is configured"),
+    "expired stays expired": Case(all_three("Terminated", report=OK), 90, "Expired",
+                                  previous={"phase": "Expired"}),
+}
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_the_status_of_a_launch_at(name: str) -> None:
+    case = CASES[name]
+    outcome = aggregate.compute_status(aggregate.Observed(
+        spec=case.spec, members=case.members, previous=case.previous, generation=1,
+        created=CREATED, now=CREATED + datetime.timedelta(minutes=case.minutes),
+        last_heard=heard.last_heard_by(None), started=CREATED,
+        unknown_provider=case.unknown_provider))
+    status = outcome.status
+    assert status["phase"] == case.phase
+    assert outcome.terminate is case.terminate
+    conditions = {c["type"]: c for c in status["conditions"]}
+    if case.previous.get("phase") in aggregate.TERMINAL:  # nothing is decided again
+        assert "Ready" not in conditions
+        return
+    assert conditions["Ready"]["status"] == case.ready
+    if case.phase == "Failed":
+        assert conditions["Failed"]["status"] == "True"
+        assert conditions["Failed"]["reason"] == case.reason
+    else:
+        assert conditions["Ready"]["reason"] == case.reason
+    assert status["expiresAt"] == "2026-11-26T13:00:00Z"
+    assert all(c["observedGeneration"] == 1 for c in status["conditions"])
+
+
+def test_the_counts_and_the_head_node() -> None:
+    members = [member("head", 0, "Ready", report=OK), member("compute", 0, identity=True),
+               member("compute", 1, "Launching", launched=False)]
+    status = aggregate.compute_status(aggregate.Observed(
+        spec=SPEC, members=members, previous={}, generation=2, created=CREATED,
+        now=CREATED + datetime.timedelta(minutes=1), last_heard=heard.last_heard_by(None),
+        started=CREATED)).status
+    assert status["members"] == {"total": 3, "launched": 2, "running": 2, "identified": 2,
+                                 "contextualized": 1, "failed": 0}
+    assert status["readyMembers"] == "1/3"
+    assert status["headNode"] == "h.oneclick.local"
+    assert "readyAt" not in status
+
+
+def test_data_withheld_is_said_and_data_not_read_leaves_the_condition_as_it_was() -> None:
+    seen = aggregate.Observed(
+        spec=SPEC, members=all_three(), previous={}, generation=1, created=CREATED,
+        now=CREATED + datetime.timedelta(minutes=1), last_heard=heard.last_heard_by(None),
+        started=CREATED, data=LaunchData(values={"gridmap": "x"}, problems={}))
+    delivered = aggregate.compute_status(seen).status
+    [condition] = [c for c in delivered["conditions"] if c["type"] == "DataDelivered"]
+    assert condition["status"] == "True" and "1 data items" in condition["message"]
+    again = aggregate.compute_status(aggregate.Observed(**{
+        **seen.__dict__, "previous": delivered, "data": None})).status
+    assert [c for c in again["conditions"] if c["type"] == "DataDelivered"] == [condition]
+
+
+def test_a_silent_member_is_named_while_the_launch_waits() -> None:
+    since = (CREATED + datetime.timedelta(minutes=1)).isoformat().replace("+00:00", "Z")
+    members = [member("head", 0, "Ready", report=OK),
+               member("compute", 0, conditions=[{"type": "Running", "status": "True",
+                                                 "lastTransitionTime": since}]),
+               member("compute", 1, "Ready", report=OK)]
+    status = aggregate.compute_status(aggregate.Observed(
+        spec=SPEC, members=members, previous={}, generation=1, created=CREATED,
+        now=CREATED + datetime.timedelta(minutes=3), last_heard=heard.last_heard_by(None),
+        started=CREATED)).status
+    [waiting] = [c for c in status["conditions"] if c["type"] == "Contextualized"]
+    assert "c-compute-0 not heard from for 120 s" in waiting["message"]
