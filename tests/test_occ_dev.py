@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shlex
 import signal
 import socket
 import subprocess
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from oneclick.kits.processes import running
@@ -66,6 +69,28 @@ def _walk_through(first: subprocess.CompletedProcess[str], tmp_path: Path,
     assert not any(running(pid) for pid in pids)
 
 
+@contextlib.contextmanager
+def squatting(port: int, patience: float = 15.0) -> Iterator[None]:
+    """Another program listening on `port` meanwhile. (The killed broker's connections linger
+    a moment: a real squatter, like the controller itself, binds past them, waiting for the
+    port a while if it must; what still holds it then is named.)"""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as squatter:
+        squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        deadline = time.monotonic() + patience
+        while True:
+            try:
+                squatter.bind(("127.0.0.1", port))
+                break
+            except OSError as error:
+                if time.monotonic() > deadline:
+                    sockets = subprocess.run(["ss", "-tanpeo", f"( sport = :{port} )"],
+                                             capture_output=True, text=True).stdout
+                    raise AssertionError(f"{error}: port {port} is held by\n{sockets}") from error
+                time.sleep(0.25)
+        squatter.listen()
+        yield
+
+
 def test_occ_dev_up_after_a_crash_brings_the_broker_back_where_members_look(
         binaries: dict[str, Path], tmp_path: Path) -> None:
     """A launch in flight, the controller killed, `occ dev up` again: the broker listens on the
@@ -87,12 +112,7 @@ def test_occ_dev_up_after_a_crash_brings_the_broker_back_where_members_look(
         os.kill(state["pid"], signal.SIGKILL)
         wait_until(lambda: not running(state["pid"]), timeout=10, what="the controller gone")
 
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as squatter:
-            # (the killed broker's connections linger in TIME_WAIT: a real squatter, like
-            # the controller itself, binds past them)
-            squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            squatter.bind(("127.0.0.1", port))
-            squatter.listen()
+        with squatting(port):
             refused = occ("dev", "up", env=env)
         assert refused.returncode == 1
         assert f"port {port} (the context broker" in refused.stderr, refused.stderr

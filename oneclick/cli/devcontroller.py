@@ -85,16 +85,15 @@ def lasting_port() -> int:
     return free_port()  # (all taken: an ephemeral one rather than none)
 
 
-def check_free(ports: dict[str, int], kept_in: Path) -> None:
+def check_free(ports: dict[str, int], kept_in: Path, patience: float = 10.0) -> None:
     """Each kept port can be listened on (as the controller will: every address, reusing one
-    a crashed controller left in TIME_WAIT); PortTaken naming the port and the way out if
-    not. Never another port silently: running members know the broker by this one."""
+    a crashed controller left in TIME_WAIT), waiting up to `patience` seconds for one a
+    crashed controller's last connections still hold; PortTaken naming the port and the way
+    out if not. Never another port silently: running members know the broker by this one."""
+    deadline, waited = time.monotonic() + patience, set()
     for name, port in ports.items():
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                probe.bind(("0.0.0.0", port))  # noqa: S104  where the controller listens
-            except OSError as error:
+        while (error := _cannot_listen(port)) is not None:
+            if time.monotonic() > deadline:
                 raise PortTaken(
                     f"port {port} ({SERVES[name]} of the development control plane, kept in "
                     f"{kept_in} because members launched earlier know it) is in use by "
@@ -102,6 +101,21 @@ def check_free(ports: dict[str, int], kept_in: Path) -> None:
                     f"'sport = :{port}'` names it) and run `occ dev up` again, or remove "
                     f"{kept_in} to choose new ports (running members are then handed a new "
                     "bootstrap)") from error
+            if port not in waited:
+                waited.add(port)
+                print(f"port {port} ({SERVES[name]}) is held ({error.strerror}); waiting up to "
+                      f"{patience:.0f} s for it", file=sys.stderr)
+            time.sleep(0.25)
+
+
+def _cannot_listen(port: int) -> OSError | None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("0.0.0.0", port))  # noqa: S104  where the controller listens
+        except OSError as error:
+            return error
+    return None
 
 
 async def install_crds(kube: KubeClient) -> None:
