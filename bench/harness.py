@@ -57,6 +57,19 @@ async def prepare(kube: KubeClient) -> None:
                                                  "metadata": {"name": NAMESPACE}})
 
 
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int, children: bool = False) -> float:
+    """The process's CPU time (or that of the children it waited for), from /proc."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    first = 13 if children else 11  # cutime, cstime else utime, stime (from field 3 on)
+    return (int(fields[first]) + int(fields[first + 1])) / TICKS
+
+
 @dataclass
 class Controller:
     process: subprocess.Popen[bytes]
@@ -74,6 +87,10 @@ class Controller:
     def rss_mib(self) -> float:
         """The controller's resident memory now (VmRSS)."""
         return self._memory("VmRSS")
+
+    def cpu_seconds(self) -> float:
+        """The controller's CPU time so far."""
+        return cpu_seconds(self.process.pid)
 
     def _memory(self, field: str) -> float:
         status = Path(f"/proc/{self.process.pid}/status").read_text()

@@ -2,6 +2,7 @@
 
     python -m bench.launch_many                  # 100 launches of 3 members
     python -m bench.launch_many --launches 200
+    python -m bench.launch_many --idle 30       # then 30 s with every launch Ready
 
 Each launch is the quick start's shape (a head node and two compute nodes that require each
 other's roles, /etc/hosts on). Instances come from the simulated provider; each member's agent
@@ -9,7 +10,9 @@ is simulated in this process (the real protocol over real TLS) and starts as soo
 has an instance, as a booted VM's would.
 
 Prints: time from the first create to every launch Ready, p50/p99 of each launch's own time to
-Ready, API writes per member (members and launches together), the controller's peak memory.
+Ready, API writes per member (members and launches together), the controller's peak memory;
+with --idle, the controller's CPU while every launch stays Ready and nothing happens (as a
+share of one core).
 """
 
 from __future__ import annotations
@@ -47,7 +50,8 @@ def launch(name: str) -> dict[str, Any]:
                  "provides": ["client"], "requires": {"roles": ["server"]}}]}}
 
 
-async def run(kube: KubeClient, kubeconfig: Path, count: int, workdir: Path) -> dict[str, Any]:
+async def run(kube: KubeClient, kubeconfig: Path, count: int, workdir: Path,
+              idle: float = 0.0) -> dict[str, Any]:
     controller = start_controller(kubeconfig, workdir)
     try:
         agents = await SimulatedAgents.of(kube, controller)
@@ -87,6 +91,12 @@ async def run(kube: KubeClient, kubeconfig: Path, count: int, workdir: Path) -> 
             "api_writes_per_member": round(writes / total, 2),
             "controller_peak_mib": round(controller.peak_rss_mib(), 1),
         }
+        if idle:
+            await asyncio.sleep(2)  # (the passes that follow the last Ready writes)
+            cpu_before, since = controller.cpu_seconds(), time.perf_counter()
+            await asyncio.sleep(idle)
+            figures["idle_cpu_percent"] = round(100 * (controller.cpu_seconds() - cpu_before)
+                                                / (time.perf_counter() - since), 1)
         await asyncio.gather(*(kube.delete(custom_path("ClusterLaunch", "default", n))
                                for n in names))
         return figures
@@ -94,12 +104,12 @@ async def run(kube: KubeClient, kubeconfig: Path, count: int, workdir: Path) -> 
         controller.stop()
 
 
-async def main_async(count: int) -> None:
+async def main_async(count: int, idle: float) -> None:
     with control_plane() as plane, tempfile.TemporaryDirectory() as workdir:
         kube = KubeClient(plane.kubeconfig)
         try:
             await prepare(kube)
-            print(json.dumps(await run(kube, plane.kubeconfig, count, Path(workdir))),
+            print(json.dumps(await run(kube, plane.kubeconfig, count, Path(workdir), idle)),
                   flush=True)
         finally:
             await kube.aclose()
@@ -109,8 +119,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="Many launches of 3 members at once.")
     parser.add_argument("--launches", type=int, default=100,
                         help="how many launches to create together (default 100)")
+    parser.add_argument("--idle", type=float, default=0.0, metavar="SECONDS",
+                        help="then measure the controller's CPU for this long, every launch "
+                             "Ready (default: not measured)")
     args = parser.parse_args()
-    asyncio.run(main_async(args.launches))
+    asyncio.run(main_async(args.launches, args.idle))
 
 
 if __name__ == "__main__":

@@ -30,25 +30,12 @@ from typing import Any
 
 import yaml
 
-from bench.harness import NAMESPACE, control_plane, prepare
+from bench.harness import NAMESPACE, control_plane, cpu_seconds, prepare
 from bench.slurm_ready import start_controller
 from oneclick.kits.kube import KubeClient, NotFound
 from oneclick.kits.resources import custom_path
 
 ROOT = Path(__file__).resolve().parents[1]
-TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pid: int, children: bool = False) -> float:
-    """The process's CPU time (or that of the children it waited for), from /proc."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    first = 13 if children else 11  # cutime, cstime else utime, stime (from field 3 on)
-    return (int(fields[first]) + int(fields[first + 1])) / TICKS
-
-
 def peak_mib(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):

@@ -1,5 +1,5 @@
 """The controller's log: one format for its own loggers and kopf's, plain text or one JSON
-object per line (for log collectors), with routine passes kept at debug.
+object per line (for log collectors), with waiting said at info.
 
 kopf formats its per-object messages itself (kopf.configure: the object's namespace/name as a
 prefix in text, an `object` field in JSON); our loggers go through the same handler, so every
@@ -16,30 +16,18 @@ import kopf
 
 LogFormat = Literal["text", "json"]
 
-# kopf says at info that a timer's pass succeeded: one line per launch per second.
-ROUTINE = re.compile(r"Timer '[^']+' succeeded\.")
 # kopf says at error that a handler "failed temporarily" when it asks to be called again: ours
 # do so while they wait (a deleted launch for its members' instances), which is progress.
 WAITING = re.compile(r"Handler '[^']+' failed temporarily: waiting for .*", re.DOTALL)
 CHATTY = ("httpx", "httpcore")  # a line per request at info (the API server's watches)
 
 
-class RoutineAtDebug(logging.Filter):
-    """Routine passes are debug messages (shown only with --verbose), and waiting is not an
-    error."""
-
-    def __init__(self, verbose: bool) -> None:
-        super().__init__()
-        self.verbose = verbose
+class WaitingIsNotAnError(logging.Filter):
+    """A handler that asks to be called again while it waits says so at info, not error."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if not record.name.startswith("kopf"):
-            return True
-        if record.levelno == logging.INFO and ROUTINE.fullmatch(record.getMessage()):
-            if not self.verbose:
-                return False
-            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
-        elif record.levelno == logging.ERROR and WAITING.fullmatch(record.getMessage()):
+        if (record.name.startswith("kopf") and record.levelno == logging.ERROR
+                and WAITING.fullmatch(record.getMessage())):
             record.levelno, record.levelname = logging.INFO, "INFO"
         return True
 
@@ -57,7 +45,7 @@ def setup(log_format: LogFormat, verbose: bool) -> None:
                    log_format=kopf.LogFormat.JSON if log_format == "json" else kopf.LogFormat.FULL,
                    log_prefix=log_format != "json")
     for handler in logging.getLogger().handlers:
-        handler.addFilter(RoutineAtDebug(verbose))
+        handler.addFilter(WaitingIsNotAnError())
         if log_format == "json":
             handler.addFilter(LoggerField())
     for name in CHATTY:

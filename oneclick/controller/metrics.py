@@ -12,6 +12,9 @@ LAUNCH_SECONDS = Histogram(
 CONTEXTUALIZATION_SECONDS = Histogram(
     "occ_contextualization_duration_seconds", "From every member running until Ready",
     buckets=(0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600))
+RECONCILE_PASSES = Counter(
+    "occ_reconcile_passes_total", "Reconcile passes of launches, by the launch's phase",
+    ["phase"])
 BROKER_REQUESTS = Counter(
     "occ_broker_requests_total", "Context broker requests by endpoint and status code",
     ["endpoint", "code"])

@@ -51,10 +51,13 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
         await memo.runtime.stop()
 
 
-@kopf.timer(GROUP, VERSION, "clusterlaunches", interval=1.0, sharp=False,
-            annotations=NOT_PAUSED)
-async def reconcile_launch(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    await launches.reconcile(memo.runtime, body)
+# One daemon per launch (not a timer): it passes when something changes or a deadline comes
+# (`reconcile.requeue`). Stopped on deletion or pause, it is cancelled between passes' awaits.
+@kopf.daemon(GROUP, VERSION, "clusterlaunches", annotations=NOT_PAUSED,
+             cancellation_timeout=10.0)
+async def reconcile_launch(body: kopf.Body, memo: kopf.Memo, stopped: kopf.DaemonStopped,
+                           **_: Any) -> None:
+    await launches.run(memo.runtime, body, stopped)
 
 
 @kopf.on.delete(GROUP, VERSION, "clusterlaunches", annotations=NOT_PAUSED)

@@ -20,6 +20,7 @@ from oneclick.controller.broker.runtime import RunningBroker, start_broker
 from oneclick.controller.cache import LaunchCache, MemberRecord, run_reflectors
 from oneclick.controller.providers import Provider, ProviderError, configured_providers
 from oneclick.controller.providers.config import ProvidersFile
+from oneclick.controller.reconcile.requeue import Wakeups
 from oneclick.controller.secrets import ensure_secret, owner_reference, read_secret
 from oneclick.controller.settings import Settings
 from oneclick.kits.kube import KubeClient
@@ -41,6 +42,7 @@ class Runtime:
     token_key: bytes
     broker: RunningBroker
     reflectors: asyncio.Task[None]
+    wakeups: Wakeups
     launching: set[str] = field(default_factory=set)  # member uids with a launch in flight
     # member uid -> when its bootstrap was last handed over again (the broker moved)
     refreshing: dict[str, float] = field(default_factory=dict)
@@ -74,7 +76,8 @@ class Runtime:
                 "only by providers that can (set OCC_BROKER_PORT or OCC_BROKER_URL to keep "
                 "the address stable)", broker.port)
         await cache.synced.wait()
-        runtime = cls(settings, kube, cache, providers, key["key"], broker, reflectors)
+        runtime = cls(settings, kube, cache, providers, key["key"], broker, reflectors,
+                      Wakeups(cache))
         runtime.spawn(runtime._refresh_gauges())
         return runtime
 

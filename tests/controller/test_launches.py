@@ -157,18 +157,42 @@ def test_scaling_a_role_up_and_down(
     assert launch["status"]["readyMembers"] == "2/2"
 
 
+def scraped(controller: ControllerProcess) -> str:
+    with urllib.request.urlopen(controller.metrics_url, timeout=5) as response:  # noqa: S310
+        return str(response.read().decode())
+
+
+def value(text: str, series: str) -> float:
+    for line in text.splitlines():
+        if line.startswith(series + " "):
+            return float(line.split()[1])
+    return 0.0
+
+
+def test_a_ready_launch_is_left_alone_until_something_of_it_changes(
+    controller: ControllerProcess, kubeconfig: Path, namespace: str,
+) -> None:
+    """No pass every second for a launch that nothing can change before it expires; a change
+    to it is seen at once."""
+    ready_passes = 'occ_reconcile_passes_total{phase="Ready"}'
+    name = create(kubeconfig, namespace, sample("single-node.yaml"))
+    wait_for_phase(kubeconfig, namespace, name, "Ready")
+    time.sleep(2)  # (the pass that follows its own Ready write)
+    before = value(scraped(controller), ready_passes)
+    time.sleep(6)
+    idle = value(scraped(controller), ready_passes) - before
+    assert idle <= 2, f"{idle:.0f} passes of Ready launches in 6 idle seconds"
+
+    kubectl(kubeconfig, "annotate", "cl", name, "-n", namespace, "example.org/note=changed")
+    wait_until(lambda: value(scraped(controller), ready_passes) > before + idle, timeout=5,
+               what="a pass once the launch changed")
+
+
 def test_metrics_follow_a_launch(
     controller: ControllerProcess, kubeconfig: Path, namespace: str,
 ) -> None:
     def scrape() -> str:
-        with urllib.request.urlopen(controller.metrics_url, timeout=5) as response:  # noqa: S310
-            return str(response.read().decode())
-
-    def value(text: str, series: str) -> float:
-        for line in text.splitlines():
-            if line.startswith(series + " "):
-                return float(line.split()[1])
-        return 0.0
+        return scraped(controller)
 
     # Earlier tests' namespaces are deleted in the background: launches leaving them would
     # move the gauges under this test's feet.

@@ -12,7 +12,7 @@ import pytest
 
 from oneclick.controller.broker.data import LaunchData
 from oneclick.controller.cache import MemberRecord
-from oneclick.controller.reconcile import aggregate, heard
+from oneclick.controller.reconcile import aggregate, heard, requeue
 
 CREATED = datetime.datetime(2026, 11, 26, 12, 0, tzinfo=datetime.UTC)
 SPEC: dict[str, Any] = {"lifetime": "1h", "roles": [
@@ -145,3 +145,23 @@ def test_a_silent_member_is_named_while_the_launch_waits() -> None:
         started=CREATED)).status
     [waiting] = [c for c in status["conditions"] if c["type"] == "Contextualized"]
     assert "c-compute-0 not heard from for 120 s" in waiting["message"]
+
+
+@pytest.mark.parametrize(("name", "minutes", "due"), [
+    ("members launching", 1, requeue.ACTIVE),  # instances polled, timeouts counted
+    ("all running, none reported", 2, requeue.ACTIVE),
+    ("all reported ok", 3, requeue.RESYNC),  # Ready: nothing due for long
+    ("all reported ok", 57, 180.0),  # ...but its expiry, when that comes sooner
+    ("one failed report", 3, None),  # ended: only a change (its deletion) passes it again
+    ("lifetime over", 61, None),
+    ("no such provider", 0.1, None),
+])
+def test_a_launch_is_passed_again_when_time_alone_can_change_its_status(
+        name: str, minutes: float, due: float | None) -> None:
+    case = CASES[name]
+    outcome = aggregate.compute_status(aggregate.Observed(
+        spec=case.spec, members=case.members, previous=case.previous, generation=1,
+        created=CREATED, now=CREATED + datetime.timedelta(minutes=minutes),
+        last_heard=heard.last_heard_by(None), started=CREATED,
+        unknown_provider=case.unknown_provider))
+    assert outcome.requeue_after == due

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from oneclick.api.conditions import Condition, ConditionStatus, find_condition, set_condition
 from oneclick.controller.broker.data import LaunchData
 from oneclick.controller.cache import MemberRecord
-from oneclick.controller.reconcile import heard
+from oneclick.controller.reconcile import heard, requeue
 from oneclick.kits.kube import JSON
 
 _DURATION = re.compile(r"(\d+)([hms])")
@@ -180,6 +180,8 @@ class Outcome:
     status: JSON  # the whole status the controller owns
     terminate: bool  # the instances end now (expired, or failed and not kept)
     running_since: datetime.datetime | None  # when every member first ran
+    # seconds until time alone may change the status (None: only an event can)
+    requeue_after: float | None = None
 
 
 def compute_status(seen: Observed) -> Outcome:
@@ -250,7 +252,19 @@ def compute_status(seen: Observed) -> Outcome:
     ready_at = status.get("readyAt") or (format_time(now) if phase == "Ready" else None)
     if ready_at:
         new["readyAt"] = ready_at
-    return Outcome(new, terminate, running_since)
+    return Outcome(new, terminate, running_since, next_pass(phase, expires, now))
+
+
+def next_pass(phase: str | None, expires: datetime.datetime,
+              now: datetime.datetime) -> float | None:
+    """When a launch in `phase` needs its next pass if nothing happens to it: an ended launch
+    never; a Ready one when it expires (at most RESYNC away); one on its way every second
+    (its instances are polled, its timeouts and its members' silences counted)."""
+    if phase in TERMINAL:
+        return None
+    if phase == "Ready":
+        return min(max((expires - now).total_seconds(), 0.0), requeue.RESYNC)
+    return requeue.ACTIVE
 
 
 def _since(conditions: list[Condition], type: str) -> datetime.datetime | None:

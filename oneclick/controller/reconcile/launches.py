@@ -1,4 +1,5 @@
-"""The reconcile loop of one ClusterLaunch, run every second until the launch ends.
+"""The reconcile loop of one ClusterLaunch: a pass whenever the launch or one of its members
+changes, or when the last pass's deadline comes (`requeue`), until the launch is deleted.
 
 Each pass converges, whatever happened before it (a crash included): members are created or
 deleted to match the spec, members without an instance are launched (idempotently), instances
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import datetime
 import logging
+import time
 from typing import Any
 
 import kopf
@@ -18,7 +20,7 @@ from oneclick.controller import metrics
 from oneclick.controller.broker.data import DataUnavailable, LaunchData, read_data
 from oneclick.controller.cache import LaunchRecord, MemberRecord
 from oneclick.controller.providers import ProviderError
-from oneclick.controller.reconcile import aggregate, generated, heard
+from oneclick.controller.reconcile import aggregate, generated, heard, requeue
 from oneclick.controller.reconcile.members import (
     FIELD_MANAGER,
     create_member,
@@ -36,11 +38,34 @@ logger = logging.getLogger(__name__)
 
 TERMINAL = aggregate.TERMINAL
 ACTIVE_MEMBER_PHASES = ("Launching", "Running", "Contextualizing", "Ready")
+RETRY_CAP = 60.0  # seconds: the longest wait before a pass that failed is tried again
 
 
-async def reconcile(rt: Runtime, body: kopf.Body) -> None:
+async def run(rt: Runtime, body: kopf.Body, stopped: kopf.DaemonStopped) -> None:
+    """Pass after pass, each when the previous one's deadline comes or something of the launch
+    changes, until stopped (the launch deleted or paused, the controller stopping). A pass
+    that fails is logged and tried again, waiting twice as long each time (up to RETRY_CAP)."""
+    key = (body["metadata"]["namespace"], body["metadata"]["name"])
+    rt.wakeups.watch(key)
+    retry = requeue.ACTIVE
+    while not stopped:
+        started = time.monotonic()
+        try:
+            after = await reconcile(rt, body)
+            retry = requeue.ACTIVE
+        except Exception:
+            logger.exception("launch %s/%s: reconciling failed (next try in %.0f s)",
+                             *key, retry)
+            after, retry = retry, min(retry * 2, RETRY_CAP)
+        metrics.RECONCILE_PASSES.labels(
+            str((body.get("status") or {}).get("phase") or "Pending")).inc()
+        await rt.wakeups.wait(key, after, started)
+
+
+async def reconcile(rt: Runtime, body: kopf.Body) -> float | None:
     """One pass: converge the members (while the launch is not over), compute the status from
-    what is observed, end the instances when it says so, write the status when it changed."""
+    what is observed, end the instances when it says so, write the status when it changed.
+    Returns when the next pass is due if nothing happens (seconds; None: only on a change)."""
     launch = LaunchRecord.from_object(dict(body))
     key = (launch.namespace, launch.name)
     previous: JSON = dict(body.get("status") or {})
@@ -81,6 +106,7 @@ async def reconcile(rt: Runtime, body: kopf.Body) -> None:
             custom_path("ClusterLaunch", launch.namespace, launch.name, "status"),
             apply_body("ClusterLaunch", launch.name, launch.namespace, status=new_status),
             FIELD_MANAGER)
+    return outcome.requeue_after
 
 
 async def _read_data(rt: Runtime, launch: LaunchRecord) -> LaunchData | None:
