@@ -22,6 +22,7 @@ import os
 import shlex
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 from dataclasses import asdict, dataclass
@@ -42,17 +43,24 @@ mkdir -p $staged && mount --bind {root} $staged || exit 1
 for p in {keep}; do
   mkdir -p $staged$p && mount --bind $p $staged$p || exit 1
 done
+# Its /etc: what the member has of its own (its image's files, its host name, what its agent
+# and role scripts write; this machine's secrets hidden by whiteouts) over this machine's.
+mkdir -p $staged/{etc_work} && mount -t overlay overlay \\
+  -o lowerdir=/etc,upperdir=$staged/etc,workdir=$staged/{etc_work} /etc || exit 1
 for d in {bound}; do
   mkdir -p $staged/$d /$d && mount --rbind $staged/$d /$d || exit 1
 done
 # Its own /run: daemons' sockets and pid files (sshd, munged, slurmd) are the member's own.
 mount -t tmpfs -o mode=0755,nosuid,nodev run /run || exit 1
 mkdir -p /run/sshd /run/lock
-{agent} --root / --host-keys-only || exit 1
+# sshd starts once the agent has made the member's host keys, its first step (RSA's last).
+{agent} --bootstrap /var/lib/oneclick/bootstrap.json --root / \\
+  --hostname {hostname} --address {address} &
+agent=$!
+until [ -s /etc/ssh/ssh_host_rsa_key.pub ] || ! kill -0 $agent 2>/dev/null; do sleep 0.05; done
 {sshd} -D -e -o PidFile=none &
 sshd=$!
-{agent} --bootstrap /var/lib/oneclick/bootstrap.json --root / \\
-  --hostname {hostname} --address {address}
+wait $agent
 echo "occ-agent exited with code $?"
 kill -HUP $sshd  # pick up what contextualization changed (host-based authentication)
 # Then the agent follows the launch: the member is configured again when members are added or
@@ -65,8 +73,12 @@ wait $sshd
 # A member's own directories, bound over this machine's (/root last: the state directory
 # may live under it). Daemons keep their state and spool under /var/lib and /var/spool: the
 # sample image's batch system (munge, Slurm) gets its own, as on a machine of its own.
-BOUND = ("etc", "home", "opt", "var/lib/oneclick", "var/lib/munge", "var/lib/slurm",
-         "var/spool", "var/log", "root")
+BOUND = ("home", "opt", "var/lib/oneclick", "var/lib/munge", "var/lib/slurm", "var/spool",
+         "var/log", "root")
+# Its /etc is an overlay: its root's etc/ (the upper layer, what is its own) over this
+# machine's, so no member copies this machine's /etc (a fifth of a second each, once the
+# members of a large launch are made one after another). The overlay's work directory:
+ETC_WORK = ".etc-work"
 # What this machine's /etc holds that is its own and no member's: its SSH host keys (each
 # member makes its own) and its munge key (a launch's comes from its context).
 MACHINE_SECRETS = ("ssh/ssh_host_*", "munge/munge.key")
@@ -235,16 +247,13 @@ class LocalProvider:
         root = directory / "root"
         root.mkdir(parents=True)
         if self.namespaced:
-            # The member's own /etc starts as this machine's (users, libraries, sshd's config)
-            # without this machine's identity and secrets: no host keys, no munge key, its
-            # own host name.
-            await _run("cp", "-a", "/etc", str(root / "etc"))
-            for pattern in MACHINE_SECRETS:
-                for secret in (root / "etc").glob(pattern):
-                    secret.unlink()
-            for d in BOUND:
+            for d in (*BOUND, "etc"):
                 (root / d).mkdir(parents=True, exist_ok=True)
         await _run("cp", "-a", f"{image}/.", str(root))
+        if self.namespaced:
+            # The member's /etc is this machine's (users, libraries, sshd's config) without
+            # this machine's identity and secrets: no host keys, no munge key.
+            _hide_machine_secrets(root / "etc")
         # A host name is one DNS label: a launch named with dots gives its members dashes.
         hostname = request.member.replace(".", "-")[:63].strip("-")
         (root / "etc").mkdir(exist_ok=True)
@@ -285,7 +294,7 @@ class LocalProvider:
         }.items()}
         if record.namespaced:
             netns = await network.attach(record.id, record.address)
-            init = NAMESPACED_INIT.format(sshd=self._sshd(), id=record.id,
+            init = NAMESPACED_INIT.format(sshd=self._sshd(), id=record.id, etc_work=ETC_WORK,
                                           bound=" ".join(BOUND), keep=" ".join(_agent_paths()),
                                           **values)
             argv = ["ip", "netns", "exec", netns, "unshare", "--mount", "--uts",
@@ -338,6 +347,24 @@ class LocalProvider:
             await network.detach(record.id)
         network.release(record.address, directory)
         _remove(directory, Path(f"/run/oneclick/{record.id}"))
+
+
+def _hide_machine_secrets(etc: Path) -> None:
+    """A whiteout (a 0/0 character device, as overlayfs reads one) in the member's /etc layer
+    for each of this machine's secrets, unless its image brings a file of its own there; the
+    folders on the way keep this machine's owner and mode (/etc/munge is munge's, 0700)."""
+    for pattern in MACHINE_SECRETS:
+        for secret in Path("/etc").glob(pattern):
+            hidden = etc / secret.relative_to("/etc")
+            for folder in reversed(hidden.relative_to(etc).parents[:-1]):
+                made, original = etc / folder, Path("/etc") / folder
+                if not made.exists():
+                    made.mkdir()
+                    shutil.copystat(original, made)
+                    info = original.stat()
+                    os.chown(made, info.st_uid, info.st_gid)
+            if not hidden.exists() and not hidden.is_symlink():
+                os.mknod(hidden, stat.S_IFCHR, os.makedev(0, 0))
 
 
 def _remove(directory: Path, staging: Path) -> None:
