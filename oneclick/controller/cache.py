@@ -147,8 +147,9 @@ class LaunchCache:
         record = LaunchRecord.from_object(obj)
         key = (record.namespace, record.name)
         old = self.launches.get(key)
-        if old is not None and not _newer(record.resource_version, old.resource_version):
-            return
+        if old is not None and (not _newer(record.resource_version, old.resource_version)
+                                or record.resource_version == old.resource_version):
+            return  # (older, or our own write coming back through the watch)
         self.launches[key] = record
         self._touch(key)
 

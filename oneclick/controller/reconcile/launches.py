@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime
 import logging
 import time
-from typing import Any
+from typing import Any, cast
 
 import kopf
 
@@ -50,23 +50,27 @@ async def run(rt: Runtime, body: kopf.Body, stopped: kopf.DaemonStopped) -> None
     retry = requeue.ACTIVE
     while not stopped:
         started = time.monotonic()
+        # The launch as the watch cache has it: fresher than kopf's copy (our own status
+        # writes are in it at once).
+        cached = rt.cache.launches.get(key)
+        launch = cached.obj if cached is not None else dict(body)
         try:
-            after = await reconcile(rt, body)
+            after = await reconcile(rt, launch)
             retry = requeue.ACTIVE
         except Exception:
             logger.exception("launch %s/%s: reconciling failed (next try in %.0f s)",
                              *key, retry)
             after, retry = retry, min(retry * 2, RETRY_CAP)
         metrics.RECONCILE_PASSES.labels(
-            str((body.get("status") or {}).get("phase") or "Pending")).inc()
+            str((launch.get("status") or {}).get("phase") or "Pending")).inc()
         await rt.wakeups.wait(key, after, started)
 
 
-async def reconcile(rt: Runtime, body: kopf.Body) -> float | None:
+async def reconcile(rt: Runtime, body: JSON) -> float | None:
     """One pass: converge the members (while the launch is not over), compute the status from
     what is observed, end the instances when it says so, write the status when it changed.
     Returns when the next pass is due if nothing happens (seconds; None: only on a change)."""
-    launch = LaunchRecord.from_object(dict(body))
+    launch = LaunchRecord.from_object(body)
     key = (launch.namespace, launch.name)
     previous: JSON = dict(body.get("status") or {})
     phase = previous.get("phase")
@@ -102,10 +106,11 @@ async def reconcile(rt: Runtime, body: kopf.Body) -> float | None:
         else:
             logger.debug("launch %s/%s: status changed", launch.namespace, launch.name)
         _announce(body, previous, new_status, created, outcome.running_since, now)
-        await rt.kube.apply(
+        written = await rt.kube.apply(
             custom_path("ClusterLaunch", launch.namespace, launch.name, "status"),
             apply_body("ClusterLaunch", launch.name, launch.namespace, status=new_status),
             FIELD_MANAGER)
+        rt.cache.put_launch(written)  # (the next pass starts from it, not from the watch's lag)
     return outcome.requeue_after
 
 
@@ -132,27 +137,28 @@ def _differs(old: JSON, new: JSON) -> bool:
     return any(old.get(k) != v for k, v in new.items())
 
 
-def _announce(body: kopf.Body, old: JSON, new: JSON, created: datetime.datetime,
+def _announce(body: JSON, old: JSON, new: JSON, created: datetime.datetime,
               running_since: datetime.datetime | None, now: datetime.datetime) -> None:
     """Events (and duration metrics) for each condition that just became true."""
+    target = kopf.Body(cast(kopf.RawBody, body))
     before = {c["type"]: c["status"] for c in old.get("conditions", [])}
     said = {c["type"]: c.get("message") for c in old.get("conditions", [])}
     for condition in new["conditions"]:
         if condition["type"] == "DataDelivered" and condition["status"] == "False":
             if said.get("DataDelivered") != condition["message"]:  # why data is withheld
-                kopf.event(body, type="Warning", reason=condition["reason"],
+                kopf.event(target, type="Warning", reason=condition["reason"],
                            message=condition["message"])
             continue
         if condition["status"] != "True" or before.get(condition["type"]) == "True":
             continue
         kind = "Warning" if condition["type"] == "Failed" else "Normal"
-        kopf.event(body, type=kind, reason=condition["reason"], message=condition["message"])
+        kopf.event(target, type=kind, reason=condition["reason"], message=condition["message"])
         if condition["type"] == "MembersRunning":
             metrics.LAUNCH_SECONDS.observe((now - created).total_seconds())
         if condition["type"] == "Ready" and running_since is not None:
             metrics.CONTEXTUALIZATION_SECONDS.observe((now - running_since).total_seconds())
     if new["phase"] == "Expired" and old.get("phase") != "Expired":
-        kopf.event(body, type="Normal", reason="Expired", message=new["conditions"][-1][
+        kopf.event(target, type="Normal", reason="Expired", message=new["conditions"][-1][
             "message"] if new["conditions"] else "expired")
 
 
