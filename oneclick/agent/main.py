@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 from pathlib import Path
 
@@ -48,6 +49,10 @@ def parse(argv: list[str] | None = None) -> tuple[Options, argparse.Namespace]:
                              "time members are added to the launch or removed from it (a "
                              "member already configured for the current context skips its "
                              "first pass); ends when the launch does")
+    parser.add_argument("--ready-fd", type=int, metavar="FD",
+                        help="once the member is configured, write a line to this open file "
+                             "descriptor and close it (for a supervisor that waits, as s6's "
+                             "notification-fd; with --follow, before following)")
     parser.add_argument("--host-keys-only", action="store_true",
                         help="make sure SSH host keys exist, then stop (for boot, before sshd)")
     parser.add_argument("--uninstall", action="store_true",
@@ -55,10 +60,15 @@ def parse(argv: list[str] | None = None) -> tuple[Options, argparse.Namespace]:
                              "keys, the context), then stop")
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
+    if args.ready_fd is not None:
+        try:
+            os.fstat(args.ready_fd)
+        except OSError:
+            parser.error(f"--ready-fd {args.ready_fd}: no such open file descriptor")
     options = Options(root=args.root, bootstrap=args.bootstrap, hostname=args.hostname,
                       fqdn=args.fqdn, addresses=args.addresses, metadata_url=args.metadata_url,
                       wait=args.wait, timeout=args.timeout, script_timeout=args.script_timeout,
-                      follow=args.follow)
+                      follow=args.follow, ready_fd=args.ready_fd)
     return options, args
 
 

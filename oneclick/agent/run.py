@@ -9,6 +9,8 @@ ones. Such a pass is logged, not reported: the report stays the first contextual
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +37,7 @@ class Options:
     timeout: float = 1800.0
     script_timeout: float = 300.0
     follow: bool = False
+    ready_fd: int | None = None  # told when the member is configured (a supervisor waits)
 
 
 async def contextualize(options: Options, tail: TailHandler) -> int:
@@ -63,6 +66,7 @@ async def contextualize(options: Options, tail: TailHandler) -> int:
         if options.follow and (known := files.read_version(options.root)) is not None and (
                 await client.next_context(known, wait=0)) is None:
             logger.info("the context is the one configured last time")
+            _say_ready(options.ready_fd)
             return await _follow(options, client, known)
         fetched = await client.context(options.wait)
         context = fetched.context
@@ -73,6 +77,7 @@ async def contextualize(options: Options, tail: TailHandler) -> int:
         logger.info("contextualized")
         await client.report(Report(ok=True, message="contextualized", steps=steps,
                                    log_tail=tail.text()))
+        _say_ready(options.ready_fd)
         return await _follow(options, client, fetched.version) if options.follow else OK
     except _ConfigureFailed as failure:
         logger.error("%s", failure)
@@ -91,6 +96,21 @@ async def contextualize(options: Options, tail: TailHandler) -> int:
         return FAILED
     finally:
         await client.aclose()
+
+
+def _say_ready(fd: int | None) -> None:
+    """Tell whoever waits on `fd` that the member is configured: a line, then the descriptor
+    closed (s6's notification-fd convention; the local provider reloads sshd then). An agent
+    that ends before that only closes it."""
+    if fd is None:
+        return
+    try:
+        os.write(fd, b"READY=1\n")
+    except OSError as error:
+        logger.warning("could not say so on file descriptor %d: %s", fd, error)
+    finally:
+        with contextlib.suppress(OSError):
+            os.close(fd)
 
 
 class _ConfigureFailed(Exception):

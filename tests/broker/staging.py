@@ -108,9 +108,10 @@ def make_image(root: Path, scripts: dict[str, int]) -> None:
 
 
 def start_agent(root: Path, bootstrap: Bootstrap, hostname: str, address: str,
-                *extra: str, agent: Sequence[str] | None = None) -> subprocess.Popen[str]:
+                *extra: str, agent: Sequence[str] | None = None,
+                pass_fds: Sequence[int] = ()) -> subprocess.Popen[str]:
     """The agent (`agent`: the command that runs it; the environment's occ-agent by
-    default) for the member whose root is `root`."""
+    default) for the member whose root is `root` (`pass_fds`: descriptors it inherits)."""
     bootstrap_file = root / "bootstrap.json"
     bootstrap_file.write_text(json.dumps(bootstrap.wire()))
     bootstrap_file.chmod(0o600)
@@ -120,7 +121,7 @@ def start_agent(root: Path, bootstrap: Bootstrap, hostname: str, address: str,
          "--hostname", hostname, "--address", address,
          "--wait", "5", "--timeout", "180", *extra],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        env=dict(os.environ),
+        env=dict(os.environ), pass_fds=tuple(pass_fds),
     )
 
 

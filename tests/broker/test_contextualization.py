@@ -5,6 +5,8 @@ mid-way loses nothing."""
 from __future__ import annotations
 
 import json
+import os
+import select
 from pathlib import Path
 from typing import Any
 
@@ -212,10 +214,18 @@ def test_a_following_agent_configures_its_member_again_as_the_launch_scales(
 ) -> None:
     members, roots = stage_base(kubeconfig, namespace, token_key, tmp_path)
     ca = controller.ca_pem()
+    told, tell = os.pipe()  # (where the head node's agent says it is configured)
     head = start_agent(roots[HEAD], members[HEAD].bootstrap(
-        namespace, "base", controller.broker_url, ca), short(HEAD), ADDRESSES[HEAD], "--follow")
+        namespace, "base", controller.broker_url, ca), short(HEAD), ADDRESSES[HEAD], "--follow",
+        "--ready-fd", str(tell), pass_fds=[tell])
+    os.close(tell)
+    assert select.select([told], [], [], 1)[0] == []  # not before the others are known
     results = run_agents(controller, namespace, members, roots, [COMPUTE_0, COMPUTE_1])
     assert all(code == 0 for code, _ in results.values()), results
+    assert select.select([told], [], [], 60)[0] == [told]
+    assert os.read(told, 64) == b"READY=1\n" and os.read(told, 64) == b""  # said, then closed
+    os.close(told)
+    assert head.poll() is None  # and following
     compute_nodes = roots[HEAD] / "var/lib/oneclick/roles/batch-client"
     calls = roots[HEAD] / "var/log/role-calls"
 

@@ -53,20 +53,20 @@ done
 # Its own /run: daemons' sockets and pid files (sshd, munged, slurmd) are the member's own.
 mount -t tmpfs -o mode=0755,nosuid,nodev run /run || exit 1
 mkdir -p /run/sshd /run/lock
-# sshd starts once the agent has made the member's host keys, its first step (RSA's last).
+# The agent: its first pass, then it follows the launch (the member is configured again when
+# members are added or removed; it ends with the launch). It says on a FIFO when the first
+# pass is done; sshd starts as soon as that pass has made the host keys (its first step).
+mkfifo /run/occ-agent.ready || exit 1
 {agent} --bootstrap /var/lib/oneclick/bootstrap.json --root / \\
-  --hostname {hostname} --address {address} &
+  --hostname {hostname} --address {address} --follow --ready-fd 3 3>/run/occ-agent.ready &
 agent=$!
+exec 4</run/occ-agent.ready
 until [ -s /etc/ssh/ssh_host_rsa_key.pub ] || ! kill -0 $agent 2>/dev/null; do sleep 0.05; done
-{sshd} -D -e -o PidFile=none &
+{sshd} -D -e -o PidFile=none 4<&- &
 sshd=$!
-wait $agent
-echo "occ-agent exited with code $?"
+read ready <&4 || echo "occ-agent ended before the member was configured"
+exec 4<&-
 kill -HUP $sshd  # pick up what contextualization changed (host-based authentication)
-# Then the agent follows the launch: the member is configured again when members are added or
-# removed (it ends with the launch).
-{agent} --bootstrap /var/lib/oneclick/bootstrap.json --root / \
-  --hostname {hostname} --address {address} --follow &
 wait $sshd
 """
 
@@ -86,11 +86,10 @@ MACHINE_SECRETS = ("ssh/ssh_host_*", "munge/munge.key")
 LOOPBACK_INIT = """#!/bin/sh
 # Boot of local member {member}: an agent process with its own loopback address and root.
 set -u
+# Its first pass, then it follows the launch (configured again on scale up and down).
 {agent} --bootstrap {root}/var/lib/oneclick/bootstrap.json --root {root} \\
-  --hostname {hostname} --address {address}
+  --hostname {hostname} --address {address} --follow
 echo "occ-agent exited with code $?"
-{agent} --bootstrap {root}/var/lib/oneclick/bootstrap.json --root {root} \
-  --hostname {hostname} --address {address} --follow  # configured again on scale up and down
 exec sleep infinity  # the member stays up, like a VM whose agent has finished
 """
 
