@@ -9,6 +9,7 @@ import re
 from dataclasses import dataclass
 
 from oneclick.api.conditions import Condition, ConditionStatus, find_condition, set_condition
+from oneclick.api.launch import ClusterLaunchSpec, Timeouts
 from oneclick.controller.broker.data import LaunchData
 from oneclick.controller.cache import MemberRecord
 from oneclick.controller.reconcile import heard, requeue
@@ -18,6 +19,11 @@ _DURATION = re.compile(r"(\d+)([hms])")
 _UNIT = {"h": 3600, "m": 60, "s": 1}
 
 RUNNING_PHASES = {"Running", "Contextualizing", "Ready"}
+# The spec's defaults, from the API models the CRDs are made of (a launch stored before a
+# default existed has no value there).
+DEFAULT_LIFETIME: str = ClusterLaunchSpec.model_fields["lifetime"].default
+DEFAULT_LAUNCH_TIMEOUT: str = Timeouts.model_fields["launch"].default
+DEFAULT_CONTEXTUALIZATION_TIMEOUT: str = Timeouts.model_fields["contextualization"].default
 TERMINAL = ("Failed", "Expired")  # launch phases after which nothing changes
 
 
@@ -64,11 +70,12 @@ def failure(spec: JSON, members: list[MemberRecord], created: datetime.datetime,
                 _condition(member.status, "Running").get("message", "its instance failed")))
     timeouts = spec.get("timeouts", {})
     if all_running_since is None:
-        limit = parse_duration(timeouts.get("launch", "15m"))
+        limit = parse_duration(timeouts.get("launch", DEFAULT_LAUNCH_TIMEOUT))
         if now - created > limit:
             return Failure("LaunchTimeout", f"not every member was running within {limit}")
     else:
-        limit = parse_duration(timeouts.get("contextualization", "15m"))
+        limit = parse_duration(timeouts.get("contextualization",
+                                           DEFAULT_CONTEXTUALIZATION_TIMEOUT))
         if now - all_running_since > limit and not all(
                 m.report is not None for m in members):
             return _timed_out(limit, members, all_running_since,
@@ -187,7 +194,7 @@ class Outcome:
 def compute_status(seen: Observed) -> Outcome:
     """The launch's status from what was observed; no I/O."""
     status, spec, members, now = seen.previous, seen.spec, seen.members, seen.now
-    expires = seen.created + parse_duration(spec.get("lifetime", "1h"))
+    expires = seen.created + parse_duration(spec.get("lifetime", DEFAULT_LIFETIME))
     conditions = [Condition.model_validate(c) for c in status.get("conditions", [])]
     phase = status.get("phase")
 

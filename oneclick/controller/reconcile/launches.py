@@ -67,23 +67,18 @@ async def run(rt: Runtime, body: kopf.Body, stopped: kopf.DaemonStopped) -> None
 
 
 async def reconcile(rt: Runtime, body: JSON) -> float | None:
-    """One pass: converge the members (while the launch is not over), compute the status from
-    what is observed, end the instances when it says so, write the status when it changed.
-    Returns when the next pass is due if nothing happens (seconds; None: only on a change)."""
+    """One pass, as Cluster API's controllers make one: the launch's phase picks what is done
+    (`_reconcile_normal` while it lives; nothing once it has ended), the status is computed
+    from what is observed (`aggregate.compute_status`, no I/O), the instances end when it
+    says so, and the status is written once, when it changed (`_write_status`). Returns when
+    the next pass is due if nothing happens (seconds; None: only on a change)."""
     launch = LaunchRecord.from_object(body)
     key = (launch.namespace, launch.name)
     previous: JSON = dict(body.get("status") or {})
     phase = previous.get("phase")
-    # A provider nobody configured fails the launch at once, before anything is made (once
-    # members exist, their own provider errors say what went wrong).
-    unknown = None if phase in TERMINAL or rt.cache.members_of(key) else rt.unknown_provider(
-        launch.spec.get("provider"))
-    if unknown is None and phase not in (*TERMINAL, "Ready"):  # (before members: made first)
-        await _ensure_generated(rt, launch)
-    if unknown is None and phase not in TERMINAL:
-        await _converge_members(rt, launch)
-        await _poll_instances(rt, rt.cache.members_of(key))
-        refresh_moved(rt, rt.cache.members_of(key))
+    unknown, data = None, None
+    if phase not in TERMINAL:
+        unknown, data = await _reconcile_normal(rt, launch, phase)
     members = [m for m in rt.cache.members_of(key) if not m.deleting]
     now = datetime.datetime.now(datetime.UTC)
     created = aggregate.parse_time(body["metadata"]["creationTimestamp"])
@@ -91,27 +86,54 @@ async def reconcile(rt: Runtime, body: JSON) -> float | None:
         spec=launch.spec, members=members, previous=previous,
         generation=body["metadata"].get("generation"), created=created, now=now,
         last_heard=heard.last_heard_by(rt.broker.hearing), started=rt.started,
-        unknown_provider=unknown,
-        # (once delivered, nothing reads the data again)
-        data=await _read_data(rt, launch) if phase not in (*TERMINAL, "Ready") else None))
+        unknown_provider=unknown, data=data))
     if outcome.terminate:
         await terminate_members(rt, members)
-    new_status = outcome.status
-    if _differs(previous, new_status):
-        counts = new_status["members"]
-        if previous.get("phase") != new_status["phase"]:
-            logger.info("launch %s/%s: %s -> %s (%s of %s members contextualized)",
-                        launch.namespace, launch.name, previous.get("phase") or "new",
-                        new_status["phase"], counts["contextualized"], counts["total"])
-        else:
-            logger.debug("launch %s/%s: status changed", launch.namespace, launch.name)
-        _announce(body, previous, new_status, created, outcome.running_since, now)
-        written = await rt.kube.apply(
-            custom_path("ClusterLaunch", launch.namespace, launch.name, "status"),
-            apply_body("ClusterLaunch", launch.name, launch.namespace, status=new_status),
-            FIELD_MANAGER)
-        rt.cache.put_launch(written)  # (the next pass starts from it, not from the watch's lag)
+    await _write_status(rt, launch, body, previous, outcome, created, now)
     return outcome.requeue_after
+
+
+async def _reconcile_normal(rt: Runtime, launch: LaunchRecord,
+                            phase: str | None) -> tuple[str | None, LaunchData | None]:
+    """A launch that has not ended: its generated data made, its members made or removed to
+    match the spec and launched, their instances polled, bootstraps naming a broker that moved
+    handed over again. Returns why its provider can never serve it (if so: nothing is made)
+    and its data items as read now (None once it is Ready: delivered data is not read again)."""
+    key = (launch.namespace, launch.name)
+    # A provider nobody configured fails the launch at once, before anything is made (once
+    # members exist, their own provider errors say what went wrong).
+    unknown = None if rt.cache.members_of(key) else rt.unknown_provider(
+        launch.spec.get("provider"))
+    if unknown is None:
+        if phase != "Ready":  # (before members: they are made with it)
+            await _ensure_generated(rt, launch)
+        await _converge_members(rt, launch)
+        await _poll_instances(rt, rt.cache.members_of(key))
+        refresh_moved(rt, rt.cache.members_of(key))
+    return unknown, await _read_data(rt, launch) if phase != "Ready" else None
+
+
+async def _write_status(rt: Runtime, launch: LaunchRecord, body: JSON, previous: JSON,
+                        outcome: aggregate.Outcome, created: datetime.datetime,
+                        now: datetime.datetime) -> None:
+    """The status, applied when it differs from what the API server has, with the events of
+    the conditions that just became true; the cache gets the written object at once."""
+    new_status = outcome.status
+    if not _differs(previous, new_status):
+        return
+    counts = new_status["members"]
+    if previous.get("phase") != new_status["phase"]:
+        logger.info("launch %s/%s: %s -> %s (%s of %s members contextualized)",
+                    launch.namespace, launch.name, previous.get("phase") or "new",
+                    new_status["phase"], counts["contextualized"], counts["total"])
+    else:
+        logger.debug("launch %s/%s: status changed", launch.namespace, launch.name)
+    _announce(body, previous, new_status, created, outcome.running_since, now)
+    written = await rt.kube.apply(
+        custom_path("ClusterLaunch", launch.namespace, launch.name, "status"),
+        apply_body("ClusterLaunch", launch.name, launch.namespace, status=new_status),
+        FIELD_MANAGER)
+    rt.cache.put_launch(written)  # (the next pass starts from it, not from the watch's lag)
 
 
 async def _read_data(rt: Runtime, launch: LaunchRecord) -> LaunchData | None:
@@ -197,7 +219,8 @@ async def _poll_instances(rt: Runtime, members: list[MemberRecord]) -> None:
     for member in members:
         if member.status.get("instanceId") and member.status.get("phase") in (
                 "Launching", "Running") and not member.deleting:
-            by_provider.setdefault(member.spec.get("provider", "local"), []).append(member)
+            by_provider.setdefault(
+                member.spec.get("provider", rt.settings.default_provider), []).append(member)
     for name, group in by_provider.items():
         try:
             found = await rt.provider(name).describe([m.status["instanceId"] for m in group])

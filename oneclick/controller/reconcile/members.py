@@ -164,7 +164,8 @@ async def terminate_members(rt: Runtime, members: list[MemberRecord],
     by_provider: dict[str, list[MemberRecord]] = {}
     for member in members:
         if member.status.get("phase") != "Terminated":
-            by_provider.setdefault(member.spec.get("provider", "local"), []).append(member)
+            by_provider.setdefault(
+                member.spec.get("provider", rt.settings.default_provider), []).append(member)
     for name, group in by_provider.items():
         provider = rt.provider(name)
         ids = [m.status["instanceId"] for m in group if m.status.get("instanceId")]
