@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import datetime
-from typing import Literal
+from collections.abc import Mapping
+from typing import Any, Literal
 
 from pydantic import Field
 
@@ -31,6 +32,24 @@ class LaunchMemberSpec(Model):
 
 MemberPhase = Literal["Pending", "Launching", "Running", "Contextualizing", "Ready", "Failed",
                       "Terminating", "Terminated"]
+
+
+def member_phase(status: Mapping[str, Any], instance: str | None = None) -> MemberPhase:
+    """A member's phase from what is known of it (its status, and its instance's state as its
+    provider says it: "running", "failed"): the one definition, for the reconciler (which
+    launches and polls instances) and the broker (which hears identities and reports)."""
+    if status.get("phase") == "Terminated":
+        return "Terminated"
+    report = status.get("report")
+    if report is not None:
+        return "Ready" if report.get("ok") else "Failed"
+    if status.get("identity"):
+        return "Contextualizing"
+    if instance == "failed":
+        return "Failed"
+    if instance == "running" or status.get("phase") == "Running":
+        return "Running"
+    return "Launching" if status.get("tokenHash") else "Pending"
 
 
 class LaunchMemberStatus(Model):

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from oneclick.api.member import member_phase
 from oneclick.controller.broker.data import LaunchData
 from oneclick.controller.cache import MemberRecord
 from oneclick.controller.reconcile import aggregate, heard, requeue
@@ -165,3 +166,19 @@ def test_a_launch_is_passed_again_when_time_alone_can_change_its_status(
         last_heard=heard.last_heard_by(None), started=CREATED,
         unknown_provider=case.unknown_provider))
     assert outcome.requeue_after == due
+
+
+@pytest.mark.parametrize(("status", "instance", "phase"), [
+    ({}, None, "Pending"),
+    ({"tokenHash": "h"}, None, "Launching"),  # made, its instance asked for
+    ({"tokenHash": "h"}, "running", "Running"),
+    ({"tokenHash": "h"}, "failed", "Failed"),
+    ({"phase": "Running"}, None, "Running"),  # (the broker knows no instance state)
+    ({"identity": {"hostname": "h"}}, "running", "Contextualizing"),
+    ({"identity": {"hostname": "h"}, "report": {"ok": True}}, "running", "Ready"),
+    ({"identity": {"hostname": "h"}, "report": {"ok": False}}, "running", "Failed"),
+    ({"phase": "Terminated", "report": {"ok": True}}, "running", "Terminated"),
+])
+def test_a_members_phase_has_one_definition_for_the_reconciler_and_the_broker(
+        status: dict[str, Any], instance: str | None, phase: str) -> None:
+    assert member_phase(status, instance) == phase

@@ -23,6 +23,8 @@ from pydantic import BaseModel, ValidationError
 
 from oneclick import __version__
 from oneclick.api import errors
+from oneclick.api.conditions import Condition, set_condition
+from oneclick.api.member import member_phase
 from oneclick.api.protocol import PROTOCOL_HEADER, PROTOCOL_VERSION, Identity, Pending, Report
 from oneclick.controller import metrics
 from oneclick.controller.broker import identity_rules, openapi, tokens
@@ -38,6 +40,8 @@ from oneclick.kits.resources import apply_body, custom_path
 logger = logging.getLogger(__name__)
 
 FIELD_MANAGER = "occ-broker"
+# The member conditions the broker owns (the reconciler owns Launched and Running).
+BROKER_CONDITIONS = ("IdentityProvided", "Contextualized")
 MEMBER_HEADER = "OneClick-Member"
 BODY_LIMIT = 64 * 1024
 BODY_TIMEOUT = 10.0
@@ -69,16 +73,6 @@ class Problem(Exception):
 def _now() -> str:
     return datetime.datetime.now(datetime.UTC).replace(microsecond=0).isoformat().replace(
         "+00:00", "Z")
-
-
-def _condition(type: str, status: bool, reason: str, message: str,
-               conditions: list[JSON]) -> JSON:
-    """A condition whose transition time moves only when its status does."""
-    value = "True" if status else "False"
-    previous = next((c for c in conditions if c.get("type") == type), None)
-    since = previous["lastTransitionTime"] if previous and previous["status"] == value else _now()
-    return {"type": type, "status": value, "reason": reason, "message": message,
-            "lastTransitionTime": since}
 
 
 class Broker:
@@ -220,20 +214,22 @@ class Broker:
     def _status(self, record: MemberRecord, identity: JSON, report: JSON | None) -> JSON:
         """Everything the broker owns of a member's status (server-side apply drops the
         fields a manager stops sending, so every write carries all of them)."""
-        known = record.conditions
+        conditions = [Condition.model_validate(c) for c in record.conditions
+                      if c.get("type") in BROKER_CONDITIONS]  # (the others are not ours)
         address = (identity.get("addresses") or ["?"])[0]
-        conditions = [_condition("IdentityProvided", True, "AgentReported",
-                                 f"{identity['hostname']} at {address}", known)]
-        status: JSON = {"identity": identity, "phase": "Contextualizing", "lastSeenAt": _now()}
+        conditions = set_condition(conditions, "IdentityProvided", True, "AgentReported",
+                                   f"{identity['hostname']} at {address}")
+        status: JSON = {"identity": identity, "lastSeenAt": _now()}
         if record.status.get("identityChanges"):
             status["identityChanges"] = record.status["identityChanges"]
         if report is not None:
             ok = bool(report["ok"])
             message = report.get("message") or ("contextualized" if ok else "failed")
-            conditions.append(_condition("Contextualized", ok,
-                                         "ReportedOk" if ok else "StepFailed", message, known))
-            status.update(report=report, phase="Ready" if ok else "Failed")
-        status["conditions"] = conditions
+            conditions = set_condition(conditions, "Contextualized", ok,
+                                       "ReportedOk" if ok else "StepFailed", message)
+            status["report"] = report
+        status["phase"] = member_phase({**record.status, **status})
+        status["conditions"] = [c.wire() for c in conditions]
         return status
 
     # -- endpoints ------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 from oneclick.api import API_VERSION, FINALIZER
 from oneclick.api.conditions import Condition, set_condition
+from oneclick.api.member import member_phase
 from oneclick.controller import metrics
 from oneclick.controller.broker import tokens
 from oneclick.controller.cache import LaunchRecord, MemberRecord
@@ -31,22 +32,6 @@ OWNED_CONDITIONS = ("Launched", "Running")
 
 def member_name(cluster: str, role: str, index: int) -> str:
     return f"{cluster}-{role}-{index}"
-
-
-def member_phase(status: JSON, instance: InstanceState | None = None) -> str:
-    """The member's phase from what is known of it; the broker computes the same."""
-    if status.get("phase") == "Terminated":
-        return "Terminated"
-    report = status.get("report")
-    if report is not None:
-        return "Ready" if report.get("ok") else "Failed"
-    if status.get("identity"):
-        return "Contextualizing"
-    if instance == InstanceState.FAILED:
-        return "Failed"
-    if instance == InstanceState.RUNNING or status.get("phase") == "Running":
-        return "Running"
-    return "Launching" if status.get("tokenHash") else "Pending"
 
 
 def member_body(launch: LaunchRecord, role: JSON, index: int, provider: str) -> JSON:
@@ -148,7 +133,7 @@ async def record_instance(rt: Runtime, member: MemberRecord, instance: Instance,
                            f"at {', '.join(instance.addresses)}"))
     elif instance.state == InstanceState.FAILED:
         conditions.append(("Running", False, "InstanceFailed", instance.message))
-    phase = member_phase({**member.status, **fields}, instance.state)
+    phase = member_phase({**member.status, **fields}, instance.state.value)
     current = {c.get("type"): c.get("status") for c in member.conditions}
     changed = (any(member.status.get(k) != v for k, v in fields.items())
                or member.status.get("phase") != phase
