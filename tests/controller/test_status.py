@@ -5,6 +5,7 @@ instances end now. No API server: each case is a moment of a launch's life."""
 from __future__ import annotations
 
 import datetime
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -90,7 +91,7 @@ def test_the_status_of_a_launch_at(name: str) -> None:
         created=CREATED, now=CREATED + datetime.timedelta(minutes=case.minutes),
         last_heard=heard.last_heard_by(None), started=CREATED,
         unknown_provider=case.unknown_provider))
-    status = outcome.status
+    status = outcome.status.wire()
     assert status["phase"] == case.phase
     assert outcome.terminate is case.terminate
     conditions = {c["type"]: c for c in status["conditions"]}
@@ -113,7 +114,7 @@ def test_the_counts_and_the_head_node() -> None:
     status = aggregate.compute_status(aggregate.Observed(
         spec=SPEC, members=members, previous={}, generation=2, created=CREATED,
         now=CREATED + datetime.timedelta(minutes=1), last_heard=heard.last_heard_by(None),
-        started=CREATED)).status
+        started=CREATED)).status.wire()
     assert status["members"] == {"total": 3, "launched": 2, "running": 2, "identified": 2,
                                  "contextualized": 1, "failed": 0}
     assert status["readyMembers"] == "1/3"
@@ -126,11 +127,11 @@ def test_data_withheld_is_said_and_data_not_read_leaves_the_condition_as_it_was(
         spec=SPEC, members=all_three(), previous={}, generation=1, created=CREATED,
         now=CREATED + datetime.timedelta(minutes=1), last_heard=heard.last_heard_by(None),
         started=CREATED, data=LaunchData(values={"gridmap": "x"}, problems={}))
-    delivered = aggregate.compute_status(seen).status
+    delivered = aggregate.compute_status(seen).status.wire()
     [condition] = [c for c in delivered["conditions"] if c["type"] == "DataDelivered"]
     assert condition["status"] == "True" and "1 data items" in condition["message"]
     again = aggregate.compute_status(aggregate.Observed(**{
-        **seen.__dict__, "previous": delivered, "data": None})).status
+        **seen.__dict__, "previous": delivered, "data": None})).status.wire()
     assert [c for c in again["conditions"] if c["type"] == "DataDelivered"] == [condition]
 
 
@@ -143,7 +144,7 @@ def test_a_silent_member_is_named_while_the_launch_waits() -> None:
     status = aggregate.compute_status(aggregate.Observed(
         spec=SPEC, members=members, previous={}, generation=1, created=CREATED,
         now=CREATED + datetime.timedelta(minutes=3), last_heard=heard.last_heard_by(None),
-        started=CREATED)).status
+        started=CREATED)).status.wire()
     [waiting] = [c for c in status["conditions"] if c["type"] == "Contextualized"]
     assert "c-compute-0 not heard from for 120 s" in waiting["message"]
 
@@ -182,3 +183,20 @@ def test_a_launch_is_passed_again_when_time_alone_can_change_its_status(
 def test_a_members_phase_has_one_definition_for_the_reconciler_and_the_broker(
         status: dict[str, Any], instance: str | None, phase: str) -> None:
     assert member_phase(status, instance) == phase
+
+
+@pytest.mark.parametrize("name", ["members launching", "all reported ok", "one failed report"])
+def test_a_status_computed_again_from_itself_is_the_same_so_nothing_is_written(
+        name: str) -> None:
+    """What the API server gives back (the written status, as JSON) computed again a moment
+    later is equal field by field: a pass that observes nothing new writes nothing."""
+    case = CASES[name]
+
+    def at(minutes: float, previous: dict[str, Any]) -> dict[str, Any]:
+        return aggregate.compute_status(aggregate.Observed(
+            spec=case.spec, members=case.members, previous=previous, generation=1,
+            created=CREATED, now=CREATED + datetime.timedelta(minutes=minutes),
+            last_heard=heard.last_heard_by(None), started=CREATED)).status.wire()
+
+    written = json.loads(json.dumps(at(case.minutes, {})))
+    assert at(case.minutes + 0.1, written) == written

@@ -7,9 +7,16 @@ from __future__ import annotations
 import datetime
 import re
 from dataclasses import dataclass
+from typing import cast
 
 from oneclick.api.conditions import Condition, ConditionStatus, find_condition, set_condition
-from oneclick.api.launch import ClusterLaunchSpec, Timeouts
+from oneclick.api.launch import (
+    ClusterLaunchSpec,
+    ClusterLaunchStatus,
+    MemberCounts,
+    Phase,
+    Timeouts,
+)
 from oneclick.controller.broker.data import LaunchData
 from oneclick.controller.cache import MemberRecord
 from oneclick.controller.reconcile import heard, requeue
@@ -119,25 +126,10 @@ def data_delivered(found: LaunchData) -> tuple[bool, str, str]:
     return False, problems[0].reason.value, "; ".join(p.message for p in problems)
 
 
-@dataclass(frozen=True)
-class Counts:
-    total: int
-    launched: int
-    running: int
-    identified: int
-    contextualized: int
-    failed: int
-
-    def wire(self) -> JSON:
-        return {"total": self.total, "launched": self.launched, "running": self.running,
-                "identified": self.identified, "contextualized": self.contextualized,
-                "failed": self.failed}
-
-
-def count(spec: JSON, members: list[MemberRecord]) -> Counts:
+def count(spec: JSON, members: list[MemberRecord]) -> MemberCounts:
     wanted = set(desired_members(spec))
     current = [m for m in members if (m.role, m.index) in wanted]
-    return Counts(
+    return MemberCounts(
         total=len(wanted),
         launched=sum(1 for m in current if m.status.get("instanceId")),
         running=sum(1 for m in current if _ran(m)),
@@ -184,7 +176,7 @@ class Observed:
 
 @dataclass(frozen=True)
 class Outcome:
-    status: JSON  # the whole status the controller owns
+    status: ClusterLaunchStatus  # the whole status the controller owns
     terminate: bool  # the instances end now (expired, or failed and not kept)
     running_since: datetime.datetime | None  # when every member first ran
     # seconds until time alone may change the status (None: only an event can)
@@ -245,20 +237,14 @@ def compute_status(seen: Observed) -> Outcome:
             if find_condition(conditions, "Failed") is None:
                 put("Failed", False, "NoFailure", "")
 
-    new: JSON = {
-        "phase": phase,
-        "conditions": [c.wire() for c in conditions],
-        "observedGeneration": seen.generation,
-        "expiresAt": format_time(expires),
-        "members": counts.wire(),
-        "readyMembers": f"{counts.contextualized}/{counts.total}",
-    }
-    head = head_node(spec, members)
-    if head:
-        new["headNode"] = head
-    ready_at = status.get("readyAt") or (format_time(now) if phase == "Ready" else None)
-    if ready_at:
-        new["readyAt"] = ready_at
+    ready_at = status.get("readyAt")
+    new = ClusterLaunchStatus(
+        phase=cast(Phase | None, phase), conditions=conditions,
+        observed_generation=seen.generation, expires_at=expires, members=counts,
+        ready_members=f"{counts.contextualized}/{counts.total}",
+        head_node=head_node(spec, members),
+        ready_at=parse_time(ready_at) if ready_at else (
+            now.replace(microsecond=0) if phase == "Ready" else None))
     return Outcome(new, terminate, running_since, next_pass(phase, expires, now))
 
 

@@ -118,7 +118,7 @@ async def _write_status(rt: Runtime, launch: LaunchRecord, body: JSON, previous:
                         now: datetime.datetime) -> None:
     """The status, applied when it differs from what the API server has, with the events of
     the conditions that just became true; the cache gets the written object at once."""
-    new_status = outcome.status
+    new_status = outcome.status.wire()
     if not _differs(previous, new_status):
         return
     counts = new_status["members"]
