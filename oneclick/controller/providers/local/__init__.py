@@ -19,79 +19,16 @@ import asyncio
 import contextlib
 import json
 import os
-import shlex
 import shutil
 import signal
-import stat
 import subprocess
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from oneclick.controller.providers.base import Instance, InstanceState, LaunchRequest, ProviderError
-from oneclick.controller.providers.local import network
+from oneclick.controller.providers.local import boot, network
 from oneclick.kits.processes import running as _alive
-
-NAMESPACED_INIT = """#!/bin/sh
-# Boot of local member {member}, inside its own network, mount and UTS namespaces.
-set -u
-hostname {hostname}
-# The member's root under a path no bind below hides, then its directories over this
-# machine's. The paths the agent runs from stay visible inside ({keep}).
-staged=/run/oneclick/{id}
-mkdir -p $staged && mount --bind {root} $staged || exit 1
-for p in {keep}; do
-  mkdir -p $staged$p && mount --bind $p $staged$p || exit 1
-done
-# Its /etc: what the member has of its own (its image's files, its host name, what its agent
-# and role scripts write; this machine's secrets hidden by whiteouts) over this machine's.
-mkdir -p $staged/{etc_work} && mount -t overlay overlay \\
-  -o lowerdir=/etc,upperdir=$staged/etc,workdir=$staged/{etc_work} /etc || exit 1
-for d in {bound}; do
-  mkdir -p $staged/$d /$d && mount --rbind $staged/$d /$d || exit 1
-done
-# Its own /run: daemons' sockets and pid files (sshd, munged, slurmd) are the member's own.
-mount -t tmpfs -o mode=0755,nosuid,nodev run /run || exit 1
-mkdir -p /run/sshd /run/lock
-# The agent: its first pass, then it follows the launch (the member is configured again when
-# members are added or removed; it ends with the launch). It says on a FIFO when the first
-# pass is done; sshd starts as soon as that pass has made the host keys (its first step).
-mkfifo /run/occ-agent.ready || exit 1
-{agent} --bootstrap /var/lib/oneclick/bootstrap.json --root / \\
-  --hostname {hostname} --address {address} --follow --ready-fd 3 3>/run/occ-agent.ready &
-agent=$!
-exec 4</run/occ-agent.ready
-until [ -s /etc/ssh/ssh_host_rsa_key.pub ] || ! kill -0 $agent 2>/dev/null; do sleep 0.05; done
-{sshd} -D -e -o PidFile=none 4<&- &
-sshd=$!
-read ready <&4 || echo "occ-agent ended before the member was configured"
-exec 4<&-
-kill -HUP $sshd  # pick up what contextualization changed (host-based authentication)
-wait $sshd
-"""
-
-# A member's own directories, bound over this machine's (/root last: the state directory
-# may live under it). Daemons keep their state and spool under /var/lib and /var/spool: the
-# sample image's batch system (munge, Slurm) gets its own, as on a machine of its own.
-BOUND = ("home", "opt", "var/lib/oneclick", "var/lib/munge", "var/lib/slurm", "var/spool",
-         "var/log", "root")
-# Its /etc is an overlay: its root's etc/ (the upper layer, what is its own) over this
-# machine's, so no member copies this machine's /etc (a fifth of a second each, once the
-# members of a large launch are made one after another). The overlay's work directory:
-ETC_WORK = ".etc-work"
-# What this machine's /etc holds that is its own and no member's: its SSH host keys (each
-# member makes its own) and its munge key (a launch's comes from its context).
-MACHINE_SECRETS = ("ssh/ssh_host_*", "munge/munge.key")
-
-LOOPBACK_INIT = """#!/bin/sh
-# Boot of local member {member}: an agent process with its own loopback address and root.
-set -u
-# Its first pass, then it follows the launch (configured again on scale up and down).
-{agent} --bootstrap {root}/var/lib/oneclick/bootstrap.json --root {root} \\
-  --hostname {hostname} --address {address} --follow
-echo "occ-agent exited with code $?"
-exec sleep infinity  # the member stays up, like a VM whose agent has finished
-"""
 
 # Its members' FQDNs are <hostname>.oneclick.local unless their launch names a domain (the
 # agent takes it from its bootstrap).
@@ -246,13 +183,13 @@ class LocalProvider:
         root = directory / "root"
         root.mkdir(parents=True)
         if self.namespaced:
-            for d in (*BOUND, "etc"):
+            for d in (*boot.BOUND, "etc"):
                 (root / d).mkdir(parents=True, exist_ok=True)
         await _run("cp", "-a", f"{image}/.", str(root))
         if self.namespaced:
             # The member's /etc is this machine's (users, libraries, sshd's config) without
             # this machine's identity and secrets: no host keys, no munge key.
-            _hide_machine_secrets(root / "etc")
+            boot.hide_machine_secrets(root / "etc")
         # A host name is one DNS label: a launch named with dots gives its members dashes.
         hostname = request.member.replace(".", "-")[:63].strip("-")
         (root / "etc").mkdir(exist_ok=True)
@@ -287,19 +224,15 @@ class LocalProvider:
 
     async def _boot(self, directory: Path, record: InstanceRecord) -> None:
         root = directory / "root"
-        values = {k: shlex.quote(v) for k, v in {
-            "member": record.member, "hostname": record.hostname, "address": record.address,
-            "root": str(root), "agent": self._agent,
-        }.items()}
+        init = boot.init_script(
+            namespaced=record.namespaced, member=record.member, hostname=record.hostname,
+            address=record.address, root=root, agent=self._agent, instance=record.id,
+            sshd=self._sshd() if record.namespaced else "")
         if record.namespaced:
             netns = await network.attach(record.id, record.address)
-            init = NAMESPACED_INIT.format(sshd=self._sshd(), id=record.id, etc_work=ETC_WORK,
-                                          bound=" ".join(BOUND), keep=" ".join(_agent_paths()),
-                                          **values)
             argv = ["ip", "netns", "exec", netns, "unshare", "--mount", "--uts",
                     "--propagation", "private", "/bin/sh", str(directory / "init.sh")]
         else:
-            init = LOOPBACK_INIT.format(**values)
             argv = ["/bin/sh", str(directory / "init.sh")]
         (directory / "init.sh").write_text(init)
         child = _spawn(argv, directory / "console.log")
@@ -348,35 +281,10 @@ class LocalProvider:
         _remove(directory, Path(f"/run/oneclick/{record.id}"))
 
 
-def _hide_machine_secrets(etc: Path) -> None:
-    """A whiteout (a 0/0 character device, as overlayfs reads one) in the member's /etc layer
-    for each of this machine's secrets, unless its image brings a file of its own there; the
-    folders on the way keep this machine's owner and mode (/etc/munge is munge's, 0700)."""
-    for pattern in MACHINE_SECRETS:
-        for secret in Path("/etc").glob(pattern):
-            hidden = etc / secret.relative_to("/etc")
-            for folder in reversed(hidden.relative_to(etc).parents[:-1]):
-                made, original = etc / folder, Path("/etc") / folder
-                if not made.exists():
-                    made.mkdir()
-                    shutil.copystat(original, made)
-                    info = original.stat()
-                    os.chown(made, info.st_uid, info.st_gid)
-            if not hidden.exists() and not hidden.is_symlink():
-                os.mknod(hidden, stat.S_IFCHR, os.makedev(0, 0))
-
-
 def _remove(directory: Path, staging: Path) -> None:
     with contextlib.suppress(OSError):
         staging.rmdir()  # the mount point inside the member's (now gone) mount namespace
     shutil.rmtree(directory, ignore_errors=True)
-
-
-def _agent_paths() -> list[str]:
-    """Where the agent's interpreter and environment live, if a member's bind would hide it."""
-    paths = {os.path.realpath(sys.base_prefix), os.path.realpath(sys.prefix)}
-    return sorted(p for p in paths
-                  if any(p == f"/{d}" or p.startswith(f"/{d}/") for d in BOUND))
 
 
 def _spawn(argv: list[str], console: Path) -> subprocess.Popen[bytes]:
