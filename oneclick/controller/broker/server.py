@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime
 import hashlib
 import json
 import logging
@@ -23,8 +22,6 @@ from pydantic import BaseModel, ValidationError
 
 from oneclick import __version__
 from oneclick.api import errors
-from oneclick.api.conditions import Condition, set_condition
-from oneclick.api.member import member_phase
 from oneclick.api.protocol import PROTOCOL_HEADER, PROTOCOL_VERSION, Identity, Pending, Report
 from oneclick.controller import metrics
 from oneclick.controller.broker import identity_rules, openapi, tokens
@@ -33,6 +30,7 @@ from oneclick.controller.broker.domains import Domains
 from oneclick.controller.broker.hearing import Hearing
 from oneclick.controller.broker.limits import Limits
 from oneclick.controller.broker.listener import GatedTLSSite
+from oneclick.controller.broker.member_status import member_status
 from oneclick.controller.cache import Key, LaunchCache, LaunchRecord, MemberRecord
 from oneclick.kits.kube import JSON, ApiError, Invalid, KubeClient
 from oneclick.kits.resources import apply_body, custom_path
@@ -40,8 +38,6 @@ from oneclick.kits.resources import apply_body, custom_path
 logger = logging.getLogger(__name__)
 
 FIELD_MANAGER = "occ-broker"
-# The member conditions the broker owns (the reconciler owns Launched and Running).
-BROKER_CONDITIONS = ("IdentityProvided", "Contextualized")
 MEMBER_HEADER = "OneClick-Member"
 BODY_LIMIT = 64 * 1024
 BODY_TIMEOUT = 10.0
@@ -68,11 +64,6 @@ class Problem(Exception):
             # request head, so the connection ends here instead of being read as one.
             response.force_close()
         return response
-
-
-def _now() -> str:
-    return datetime.datetime.now(datetime.UTC).replace(microsecond=0).isoformat().replace(
-        "+00:00", "Z")
 
 
 class Broker:
@@ -211,27 +202,6 @@ class Broker:
         body = apply_body("LaunchMember", record.name, record.namespace, status=status)
         self._cache.put_member(await self._kube.apply(path, body, FIELD_MANAGER))
 
-    def _status(self, record: MemberRecord, identity: JSON, report: JSON | None) -> JSON:
-        """Everything the broker owns of a member's status (server-side apply drops the
-        fields a manager stops sending, so every write carries all of them)."""
-        conditions = [Condition.model_validate(c) for c in record.conditions
-                      if c.get("type") in BROKER_CONDITIONS]  # (the others are not ours)
-        address = (identity.get("addresses") or ["?"])[0]
-        conditions = set_condition(conditions, "IdentityProvided", True, "AgentReported",
-                                   f"{identity['hostname']} at {address}")
-        status: JSON = {"identity": identity, "lastSeenAt": _now()}
-        if record.status.get("identityChanges"):
-            status["identityChanges"] = record.status["identityChanges"]
-        if report is not None:
-            ok = bool(report["ok"])
-            message = report.get("message") or ("contextualized" if ok else "failed")
-            conditions = set_condition(conditions, "Contextualized", ok,
-                                       "ReportedOk" if ok else "StepFailed", message)
-            status["report"] = report
-        status["phase"] = member_phase({**record.status, **status})
-        status["conditions"] = [c.wire() for c in conditions]
-        return status
-
     # -- endpoints ------------------------------------------------------------------------
 
     async def identity(self, request: web.Request) -> web.Response:
@@ -253,7 +223,7 @@ class Broker:
         if clash is not None:
             raise Problem(422, f"invalid Identity: {clash}")
         with self._one_write(record):
-            status = self._status(record, identity, None)
+            status = member_status(record, identity, None)
             if changes:
                 status["identityChanges"] = changes
             await self._store(record, status)
@@ -338,7 +308,7 @@ class Broker:
         if record.identity is None:
             raise Problem(409, "provide identity before reporting")
         with self._one_write(record):
-            await self._store(record, self._status(record, record.identity, report))
+            await self._store(record, member_status(record, record.identity, report))
         return web.json_response({"stored": True})
 
     async def openapi(self, request: web.Request) -> web.Response:

@@ -1,0 +1,40 @@
+"""The part of a member's status the broker owns, from what its agent said: its identity, its
+report, when it was last heard, the IdentityProvided and Contextualized conditions, and its
+phase (by the one definition, `api.member.member_phase`). Pure: the server writes it."""
+
+from __future__ import annotations
+
+import datetime
+
+from oneclick.api.conditions import Condition, set_condition
+from oneclick.api.member import member_phase
+from oneclick.controller.cache import MemberRecord
+from oneclick.kits.kube import JSON
+
+# The member conditions the broker owns (the reconciler owns Launched and Running).
+BROKER_CONDITIONS = ("IdentityProvided", "Contextualized")
+
+
+def member_status(record: MemberRecord, identity: JSON, report: JSON | None,
+                  now: datetime.datetime | None = None) -> JSON:
+    """Everything the broker owns of a member's status (server-side apply drops the fields a
+    manager stops sending, so every write carries all of them)."""
+    now = (now or datetime.datetime.now(datetime.UTC)).replace(microsecond=0)
+    conditions = [Condition.model_validate(c) for c in record.conditions
+                  if c.get("type") in BROKER_CONDITIONS]  # (the others are not ours)
+    address = (identity.get("addresses") or ["?"])[0]
+    conditions = set_condition(conditions, "IdentityProvided", True, "AgentReported",
+                               f"{identity['hostname']} at {address}", now=now)
+    status: JSON = {"identity": identity,
+                    "lastSeenAt": now.isoformat().replace("+00:00", "Z")}
+    if record.status.get("identityChanges"):
+        status["identityChanges"] = record.status["identityChanges"]
+    if report is not None:
+        ok = bool(report["ok"])
+        message = report.get("message") or ("contextualized" if ok else "failed")
+        conditions = set_condition(conditions, "Contextualized", ok,
+                                   "ReportedOk" if ok else "StepFailed", message, now=now)
+        status["report"] = report
+    status["phase"] = member_phase({**record.status, **status})
+    status["conditions"] = [c.wire() for c in conditions]
+    return status
