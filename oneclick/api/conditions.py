@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import datetime
+from collections.abc import Mapping
 from enum import StrEnum
+from typing import Any
 
 from pydantic import Field
 
@@ -62,3 +64,12 @@ def find_condition(conditions: list[Condition], type: str) -> Condition | None:
 def is_true(conditions: list[Condition], type: str) -> bool:
     found = find_condition(conditions, type)
     return found is not None and found.status == ConditionStatus.TRUE
+
+
+def condition_of(status: Mapping[str, Any], type: str) -> dict[str, Any]:
+    """The condition `type` of an object's status as the API server sends it (JSON), or {}
+    when it has none: for readers of other writers' statuses."""
+    for condition in status.get("conditions") or []:
+        if condition.get("type") == type:
+            return dict(condition)
+    return {}

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import click
 
+from oneclick.api.conditions import condition_of
 from oneclick.cli import known_hosts, progress, times
 from oneclick.cli.documents import DocumentError, load
 from oneclick.cli.follow import Followed, until_changed
@@ -49,10 +50,6 @@ def _lifetime(hours: float) -> str:
     return (f"{h}h" if h else "") + (f"{m}m" if m or not h else "")
 
 
-def _condition(status: JSON, type: str) -> JSON:
-    return next((c for c in status.get("conditions", []) if c["type"] == type), {})
-
-
 async def follow(session: Session, name: str, history: History, known_hosts_file: Path | None,
                  seconds: float, started: float) -> int:
     """Follow the launch until it is Ready, failed or expired (`started`: when it was made,
@@ -75,7 +72,7 @@ async def follow(session: Session, name: str, history: History, known_hosts_file
                 phase = status.get("phase")
                 display.show(launch, members_of.items(), stage,
                              f"members {stage}", time.monotonic() - started)
-                if stage == "running" and (phase in (*ended, "Ready") or _condition(
+                if stage == "running" and (phase in (*ended, "Ready") or condition_of(
                         status, "MembersRunning").get("status") == "True"):
                     if phase not in ended:  # (a failed launch's members are not all running)
                         display.line(f"  - {name}: all members are Running")
@@ -108,7 +105,7 @@ def report(display: progress.Display, launch: JSON, found: list[JSON], history: 
     found = in_launch_order(launch, found)
     ctx_dir, summary = history.write_ctx_reports(launch, found)
     if status.get("phase") != "Ready":
-        failed = _condition(status, "Failed") or _condition(status, "Ready")
+        failed = condition_of(status, "Failed") or condition_of(status, "Ready")
         display.line(f"  - {name}: {status.get('phase', 'failed').upper()}: "
                      f"{failed.get('message', '')}")
         display.line(f"  - wrote error reports (with every agent's log) to '{ctx_dir}'")

@@ -9,7 +9,13 @@ import re
 from dataclasses import dataclass
 from typing import cast
 
-from oneclick.api.conditions import Condition, ConditionStatus, find_condition, set_condition
+from oneclick.api.conditions import (
+    Condition,
+    ConditionStatus,
+    condition_of,
+    find_condition,
+    set_condition,
+)
 from oneclick.api.launch import (
     ClusterLaunchSpec,
     ClusterLaunchStatus,
@@ -70,11 +76,11 @@ def failure(spec: JSON, members: list[MemberRecord], created: datetime.datetime,
                            f"{member.name}: {step} exited with code "
                            f"{member.report.get('exitCode')}: {member.report.get('message', '')}")
         if member.status.get("phase") == "Failed" and member.report is None:
-            launched = _condition(member.status, "Launched")
+            launched = condition_of(member.status, "Launched")
             if launched.get("status") == "False":  # the provider could not make it
                 return Failure("LaunchFailed", f"{member.name}: {launched.get('message', '')}")
             return Failure("InstanceFailed", f"{member.name}: " + str(
-                _condition(member.status, "Running").get("message", "its instance failed")))
+                condition_of(member.status, "Running").get("message", "its instance failed")))
     timeouts = spec.get("timeouts", {})
     if all_running_since is None:
         limit = parse_duration(timeouts.get("launch", DEFAULT_LAUNCH_TIMEOUT))
@@ -107,13 +113,6 @@ def _timed_out(limit: datetime.timedelta, members: list[MemberRecord],
                    f"not every member reported within {limit}; still waiting for {names}"
                    + (f"; never heard from: {heard.names(never)} ({broker} may be "
                       "unreachable from them)" if never else ""))
-
-
-def _condition(status: JSON, type: str) -> JSON:
-    for condition in status.get("conditions", []):
-        if condition.get("type") == type:
-            return dict(condition)
-    return {}
 
 
 def data_delivered(found: LaunchData) -> tuple[bool, str, str]:
