@@ -132,7 +132,9 @@ def controller(crds: Path, kubeconfig: Path, images: Path, local_state: Path,
         extra_env={"OCC_BROKER_LISTEN": "0.0.0.0",  # noqa: S104
                    "OCC_LOCAL_STATE_DIR": str(local_state),
                    "OCC_LOCAL_IMAGES_DIR": str(images),
-                   "OCC_PROVIDERS_FILE": str(providers)})
+                   "OCC_PROVIDERS_FILE": str(providers),
+                   # (put there by the tests that serve it: absent until then)
+                   "OCC_AGENT_BUNDLE": str(directory / "oneclick-agent.pyz")})
     process.start()
     try:
         yield process

@@ -77,6 +77,9 @@ class Bootstrap(Model):
     domain: Domain | None = None
     """The launch's DNS domain: the member's FQDN is its host name under it (or the host name
     alone when there is none)."""
+    agent_sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+    """SHA-256 (hex) of the agent the broker serves at /v1/agent, when it serves one: an image
+    that fetches the agent checks it against this before running it."""
 
 
 class Identity(Model):

@@ -145,4 +145,5 @@ class Runtime:
             ca_cert=self.broker.ca_pem, namespace=member.namespace, cluster=member.cluster,
             member=member.name, token=tokens.token_for(self.token_key, member.uid),
             domain=domains.launch(launch.spec if launch else {"provider": provider.name}),
+            agent_sha256=self.broker.agent_sha256(),
         )

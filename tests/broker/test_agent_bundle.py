@@ -4,14 +4,22 @@ three libraries, none of the operator's."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import json
+import shutil
 import subprocess
 import zipfile
 from pathlib import Path
 
+import httpx
 import pytest
 
+from oneclick.api.protocol import Bootstrap
 from oneclick.controlplane import agent_bundle
 from tests.broker.staging import make_image, member_status, stage_launch, start_agent
+from tests.conftest import kubectl
+from tests.controller.launches import create, sample, wait_until
 from tests.controller_process import ControllerProcess
 
 STOCK_PYTHON = "/usr/bin/python3"  # Debian's: no pydantic, no httpx, nothing of ours
@@ -24,9 +32,10 @@ def bundle() -> Path:
     return agent_bundle.build(log=False)
 
 
-def stock(*args: str, cache: Path) -> subprocess.CompletedProcess[str]:
+def stock(*args: str, cache: Path, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run([STOCK_PYTHON, "-I", *args], capture_output=True, text=True,
-                          check=False, env={"OCC_AGENT_CACHE": str(cache), "PATH": "/usr/bin"})
+                          check=False, input=stdin,
+                          env={"OCC_AGENT_CACHE": str(cache), "PATH": "/usr/bin"})
 
 
 def test_the_bundle_carries_the_agent_and_its_libraries_only(bundle: Path,
@@ -65,3 +74,79 @@ def test_the_bundle_contextualizes_a_member_with_a_stock_python(
     status = member_status(kubeconfig, namespace, member.name)
     assert status["phase"] == "Ready" and status["report"]["ok"] is True
     assert "solo-0.oneclick.local" in (root / "etc" / "hosts").read_text()
+
+
+def test_a_member_fetches_the_agent_from_the_broker_and_checks_its_digest(
+    bundle: Path, controller: ControllerProcess, kubeconfig: Path, namespace: str,
+    token_key: bytes, tmp_path: Path,
+) -> None:
+    """An image with nothing of ours: its bootstrap's token and CA fetch the agent over the
+    broker's TLS, Content-Digest says what to check, and its own python3 runs it. Nobody
+    else fetches it."""
+    [member] = stage_launch(kubeconfig, namespace, "fetch", {
+        "roles": [{"name": "solo", "image": "base-cluster"}]}, token_key).values()
+    mine = {"Authorization": f"Bearer {member.token}",
+            "OneClick-Member": f"{namespace}/fetch/{member.name}"}
+    served = Path(controller.extra_env["OCC_AGENT_BUNDLE"])
+    with httpx.Client(base_url=controller.broker_url, verify=controller.tls(),
+                      timeout=60) as broker:
+        served.unlink(missing_ok=True)
+        absent = broker.get("/v1/agent", headers=mine)
+        assert absent.status_code == 404 and str(served) in absent.json()["message"]
+
+        shutil.copyfile(bundle, served)
+        assert broker.get("/v1/agent").status_code == 401  # no token: nothing
+        stranger = {**mine, "Authorization": "Bearer " + "A" * 43}
+        assert broker.get("/v1/agent", headers=stranger).status_code == 401
+        fetched = broker.get("/v1/agent", headers=mine)
+    assert fetched.status_code == 200, fetched.text
+    digest = hashlib.sha256(fetched.content).digest()
+    assert fetched.headers["Content-Digest"] == f"sha-256=:{base64.b64encode(digest).decode()}:"
+    assert fetched.content == bundle.read_bytes()
+
+    # The way docs/agent-on-images.md says an image does it, with Debian's python3 alone.
+    bootstrap = tmp_path / "bootstrap.json"
+    bootstrap.write_text(json.dumps(member.bootstrap(
+        namespace, "fetch", controller.broker_url, controller.ca_pem()).wire()))
+    agent = tmp_path / "occ-agent"
+    fetching = stock("-", str(bootstrap), str(agent), cache=tmp_path / "cache",
+                     stdin=documented_fetch())
+    assert fetching.returncode == 0, fetching.stderr
+    assert agent.read_bytes() == bundle.read_bytes()
+    helped = stock(str(agent), "--help", cache=tmp_path / "cache")
+    assert helped.returncode == 0 and "occ-agent" in helped.stdout, helped.stderr
+
+
+def documented_fetch() -> str:
+    """The Python that docs/agent-on-images.md gives for fetching the agent at boot."""
+    text = (Path(__file__).parents[2] / "docs" / "agent-on-images.md").read_text()
+    start = text.index("python3 - /run/oneclick/bootstrap.json")
+    body = text[text.index("\n", start) + 1:]
+    return body[:body.index("\nEOF\n") + 1]
+
+
+def test_the_bootstraps_of_a_broker_that_serves_the_agent_carry_its_digest(
+    bundle: Path, controller: ControllerProcess, kubeconfig: Path, namespace: str,
+    local_state: Path,
+) -> None:
+    """The member's user data says which agent to accept: a broker serving another (or a
+    copy changed on the way) is refused by the check of docs/agent-on-images.md."""
+    shutil.copyfile(bundle, controller.extra_env["OCC_AGENT_BUNDLE"])
+    name = create(kubeconfig, namespace, sample("single-node.yaml"))
+    try:
+        wait_until(lambda: bootstrap_of(local_state, namespace) is not None, timeout=120,
+                   what="the member's bootstrap on its instance")
+        bootstrap = bootstrap_of(local_state, namespace)
+        assert bootstrap is not None
+        assert bootstrap.agent_sha256 == hashlib.sha256(bundle.read_bytes()).hexdigest()
+    finally:
+        kubectl(kubeconfig, "delete", "cl", name, "-n", namespace, "--wait=false")
+
+
+def bootstrap_of(local_state: Path, namespace: str) -> Bootstrap | None:
+    for record in local_state.glob("instances/*/instance.json"):
+        if json.loads(record.read_text()).get("namespace") == namespace:
+            written = record.parent / "root/var/lib/oneclick/bootstrap.json"
+            if written.exists() and written.stat().st_size:
+                return Bootstrap.model_validate_json(written.read_text())
+    return None

@@ -220,7 +220,7 @@ def test_plain_http_and_untrusted_clients_get_nothing(controller: ControllerProc
 
 def test_the_openapi_document_describes_the_protocol(client: httpx.Client) -> None:
     document = client.get("/v1/openapi.json").json()
-    assert set(document["paths"]) == {"/v1/identity", "/v1/context", "/v1/report"}
+    assert set(document["paths"]) == {"/v1/identity", "/v1/context", "/v1/report", "/v1/agent"}
     schemas = document["components"]["schemas"]
     assert {"Identity", "Report", "Context", "Pending", "Problem"} <= set(schemas)
     assert "sshHostKeys" in schemas["Identity"]["properties"]
@@ -229,10 +229,11 @@ def test_the_openapi_document_describes_the_protocol(client: httpx.Client) -> No
 # -- a token dies with its member or its launch --------------------------------------------------
 
 def _everywhere(client: httpx.Client, auth: dict[str, str]) -> list[httpx.Response]:
-    """The member's token on each of the three endpoints."""
+    """The member's token on each of the endpoints a token opens."""
     return [client.post("/v1/identity", json=IDENTITY, headers=auth),
             client.get("/v1/context", headers=auth),
-            client.post("/v1/report", json=Report(ok=True).wire(), headers=auth)]
+            client.post("/v1/report", json=Report(ok=True).wire(), headers=auth),
+            client.get("/v1/agent", headers=auth)]
 
 
 def _wait_revoked(client: httpx.Client, auth: dict[str, str], because: str,

@@ -102,5 +102,17 @@ def document() -> dict[str, Any]:
                 "requestBody": {"required": True, "content": _json(ref[Report])},
                 "responses": {"200": {"description": "Stored in the member's status"}, **errors},
             }},
+            "/v1/agent": {"get": {
+                "summary": "The agent as one file (a zipapp run with the member's python3)",
+                "security": security, "parameters": [member_header, protocol_header],
+                "responses": {
+                    "200": {"description": "The file; Content-Digest (RFC 9530) carries its "
+                                           "SHA-256, to check before running it",
+                            "content": {"application/zip": {"schema": {
+                                "type": "string", "contentMediaType": "application/zip"}}}},
+                    "404": problem("This broker serves no agent (OCC_AGENT_BUNDLE is unset)"),
+                    **errors,
+                },
+            }},
         },
     }

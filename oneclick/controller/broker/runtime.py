@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from aiohttp import web
 
+from oneclick.controller.broker.agent_file import AgentFile
 from oneclick.controller.broker.domains import Domains
 from oneclick.controller.broker.hearing import Hearing
 from oneclick.controller.broker.limits import Limits
@@ -24,6 +26,13 @@ class RunningBroker:
     _broker: Broker
     hearing: Hearing  # when each member was last heard from (memory only)
 
+    def agent_sha256(self) -> str | None:
+        """The SHA-256 (hex) of the agent this broker serves, if it serves one now."""
+        try:
+            return self._broker.agent_file.current().sha256.hex()
+        except LookupError:
+            return None
+
     async def stop(self) -> None:
         self._broker.close()  # (the server waits for its handlers: the long polls end now)
         await self._runner.cleanup()
@@ -36,7 +45,8 @@ async def start_broker(kube: KubeClient, settings: Settings, cache: LaunchCache,
     members' FQDNs live under their launch's domain (`domains`)."""
     ca = await load_or_create_ca(kube, settings.namespace, settings.broker_ca_secret, owner)
     tls = server_context(ca, names)
-    broker = Broker(kube, cache, domains=domains)
+    broker = Broker(kube, cache, domains=domains, agent_file=AgentFile(
+        Path(settings.agent_bundle) if settings.agent_bundle else None))
     runner = await serve(broker.app(), settings.broker_listen, settings.broker_port, tls,
                          Limits.of(settings))
     return RunningBroker(bound_port(runner), ca.cert_pem.decode(), runner, broker,

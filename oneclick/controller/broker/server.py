@@ -25,6 +25,7 @@ from oneclick.api import errors
 from oneclick.api.protocol import PROTOCOL_HEADER, PROTOCOL_VERSION, Identity, Pending, Report
 from oneclick.controller import metrics
 from oneclick.controller.broker import identity_rules, openapi, tokens
+from oneclick.controller.broker.agent_file import AgentFile
 from oneclick.controller.broker.context import ContextBuilder, DataUnavailable, LaunchGone
 from oneclick.controller.broker.domains import Domains
 from oneclick.controller.broker.hearing import Hearing
@@ -68,8 +69,10 @@ class Problem(Exception):
 
 class Broker:
     def __init__(self, kube: KubeClient, cache: LaunchCache,
-                 hearing: Hearing | None = None, domains: Domains | None = None) -> None:
+                 hearing: Hearing | None = None, domains: Domains | None = None,
+                 agent_file: AgentFile | None = None) -> None:
         self._kube, self._cache = kube, cache
+        self.agent_file = agent_file or AgentFile(None)
         self.hearing = hearing or Hearing()
         self._context = ContextBuilder(cache, kube, domains)
         # names no two members share, each under its launch's domain
@@ -81,6 +84,7 @@ class Broker:
         app.router.add_post("/v1/identity", self.identity)
         app.router.add_get("/v1/context", self.context)
         app.router.add_post("/v1/report", self.report)
+        app.router.add_get("/v1/agent", self.agent)
         app.router.add_get("/v1/openapi.json", self.openapi)
         app.router.add_get("/healthz", self.healthz)
         return app
@@ -310,6 +314,17 @@ class Broker:
         with self._one_write(record):
             await self._store(record, member_status(record, record.identity, report))
         return web.json_response({"stored": True})
+
+    async def agent(self, request: web.Request) -> web.Response:
+        """The agent as one file, for a member whose image has none (its token opens it, as
+        every endpoint); Content-Digest carries its SHA-256 to check before running it."""
+        await self._member(request)
+        try:
+            served = await asyncio.to_thread(self.agent_file.current)  # (hashing: off the loop)
+        except LookupError as error:
+            raise Problem(404, str(error)) from error
+        return web.Response(body=served.body, content_type="application/zip",
+                            headers={"Content-Digest": served.content_digest})
 
     async def openapi(self, request: web.Request) -> web.Response:
         return web.json_response(openapi.document())
