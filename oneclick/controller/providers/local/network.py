@@ -23,17 +23,11 @@ class NetworkError(RuntimeError):
     pass
 
 
-async def ip(*args: str, check: bool = True, commands: list[str] | None = None) -> str:
-    """`ip ARGS`; with `commands`, `ip ARGS -force -batch -` running them in one process (a
-    failing one does not stop the rest; its error is in the NetworkError if `check`)."""
+async def ip(*args: str, check: bool = True) -> str:
     binary = shutil.which("ip") or "/usr/sbin/ip"
-    if commands is not None:
-        args = (*args, "-force", "-batch", "-")
     process = await asyncio.create_subprocess_exec(
-        binary, *args, stdin=asyncio.subprocess.PIPE if commands is not None else None,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-    out, err = await process.communicate(
-        "".join(f"{c}\n" for c in commands).encode() if commands is not None else None)
+        binary, *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await process.communicate()
     if check and process.returncode != 0:
         raise NetworkError(f"ip {' '.join(args)}: {err.decode().strip()}")
     return out.decode()
@@ -55,33 +49,22 @@ def names(instance: str) -> tuple[str, str]:
 
 
 async def attach(instance: str, address: str) -> str:
-    """Create the member's network namespace with `address` on eth0; returns its name.
-
-    Four `ip` processes, not one a step (members are made one after another; in a large launch
-    the starts added up): the namespace, this machine's side of the veth pair in one batch,
-    the member's side in another, then a check of the end state. A step that an attach cut
-    short by a crash already took fails with "exists" and the rest goes on."""
+    """Create the member's network namespace with `address` on eth0; returns its name."""
     netns, veth = names(instance)
     await ensure_bridge()
-    await ip("netns", "add", netns, check=False)  # (exists after a crash: the check says)
-    outside = await _batch([f"link add {veth} type veth peer name eth0 netns {netns}",
-                            f"link set {veth} master {BRIDGE}", f"link set {veth} up"])
-    inside = await _batch([f"addr add {address}/{SUBNET.prefixlen} dev eth0",
-                           "link set eth0 up", "link set lo up"], netns)
-    shown = await ip("-n", netns, "-o", "addr", "show", "dev", "eth0", check=False)
-    if f"{address}/" not in shown:
-        raise NetworkError(f"member network {netns}: eth0 did not get {address} "
-                           f"({'; '.join(e for e in (outside, inside) if e) or 'no error said'})")
+    if netns not in await ip("netns", "list"):
+        await ip("netns", "add", netns)
+    links = await ip("-o", "link", "show")
+    if f" {veth}@" not in links and f" {veth}:" not in links:
+        await ip("link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", netns)
+    await ip("link", "set", veth, "master", BRIDGE)
+    await ip("link", "set", veth, "up")
+    inside = await ip("-n", netns, "-o", "addr", "show", "dev", "eth0")
+    if f"{address}/" not in inside:
+        await ip("-n", netns, "addr", "add", f"{address}/{SUBNET.prefixlen}", "dev", "eth0")
+    await ip("-n", netns, "link", "set", "eth0", "up")
+    await ip("-n", netns, "link", "set", "lo", "up")
     return netns
-
-
-async def _batch(commands: list[str], netns: str | None = None) -> str:
-    """Run `commands` in one `ip` process (in `netns`); what they said went wrong, if any."""
-    try:
-        await ip(*(("-n", netns) if netns else ()), commands=commands)
-    except NetworkError as error:
-        return str(error)
-    return ""
 
 
 async def pids(netns: str) -> list[int]:
