@@ -6,6 +6,8 @@ from __future__ import annotations
 import datetime
 from typing import Any
 
+from oneclick.api.times import format_time, parse_time
+
 
 def now() -> datetime.datetime:
     return datetime.datetime.now(datetime.UTC)
@@ -16,7 +18,7 @@ def parse(text: Any) -> datetime.datetime | None:
     if not isinstance(text, str) or not text:
         return None
     try:
-        moment = datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
+        moment = parse_time(text)
     except ValueError:
         return None
     return moment if moment.tzinfo else moment.replace(tzinfo=datetime.UTC)
@@ -75,5 +77,4 @@ def took(seconds: float) -> str:
 
 def stamp(moment: datetime.datetime) -> str:
     """The API's own form, to the second (what `kubectl get -o wide` shows)."""
-    return moment.astimezone(datetime.UTC).replace(microsecond=0).isoformat().replace(
-        "+00:00", "Z")
+    return format_time(moment)

@@ -8,6 +8,7 @@ import datetime
 
 from oneclick.api.conditions import Condition, set_condition
 from oneclick.api.member import member_phase
+from oneclick.api.times import format_time
 from oneclick.controller.cache import MemberRecord
 from oneclick.kits.kube import JSON
 
@@ -26,7 +27,7 @@ def member_status(record: MemberRecord, identity: JSON, report: JSON | None,
     conditions = set_condition(conditions, "IdentityProvided", True, "AgentReported",
                                f"{identity['hostname']} at {address}", now=now)
     status: JSON = {"identity": identity,
-                    "lastSeenAt": now.isoformat().replace("+00:00", "Z")}
+                    "lastSeenAt": format_time(now)}
     if record.status.get("identityChanges"):
         status["identityChanges"] = record.status["identityChanges"]
     if report is not None:

@@ -23,6 +23,7 @@ from oneclick.api.launch import (
     Phase,
     Timeouts,
 )
+from oneclick.api.times import format_time, parse_time
 from oneclick.controller.broker.data import LaunchData
 from oneclick.controller.cache import MemberRecord
 from oneclick.controller.reconcile import heard, requeue
@@ -42,15 +43,6 @@ TERMINAL = ("Failed", "Expired")  # launch phases after which nothing changes
 
 def parse_duration(text: str) -> datetime.timedelta:
     return datetime.timedelta(seconds=sum(int(n) * _UNIT[u] for n, u in _DURATION.findall(text)))
-
-
-def parse_time(text: str) -> datetime.datetime:
-    return datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
-
-
-def format_time(moment: datetime.datetime) -> str:
-    return moment.astimezone(datetime.UTC).replace(microsecond=0).isoformat().replace(
-        "+00:00", "Z")
 
 
 def desired_members(spec: JSON) -> list[tuple[str, int]]:

@@ -13,6 +13,7 @@ import datetime
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from oneclick.api.times import parse_time
 from oneclick.controller.broker.hearing import Hearing
 from oneclick.controller.cache import MemberRecord
 
@@ -27,7 +28,7 @@ LastHeard = Callable[[MemberRecord], datetime.datetime | None]
 def _time(text: object) -> datetime.datetime | None:
     if not isinstance(text, str) or not text:
         return None
-    return datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return parse_time(text)
 
 
 def _transition(member: MemberRecord, type: str) -> datetime.datetime | None:

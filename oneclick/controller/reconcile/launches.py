@@ -16,6 +16,7 @@ from typing import Any, cast
 
 import kopf
 
+from oneclick.api.times import parse_time
 from oneclick.controller import metrics
 from oneclick.controller.broker.data import DataUnavailable, LaunchData, read_data
 from oneclick.controller.cache import LaunchRecord, MemberRecord
@@ -81,7 +82,7 @@ async def reconcile(rt: Runtime, body: JSON) -> float | None:
         unknown, data = await _reconcile_normal(rt, launch, phase)
     members = [m for m in rt.cache.members_of(key) if not m.deleting]
     now = datetime.datetime.now(datetime.UTC)
-    created = aggregate.parse_time(body["metadata"]["creationTimestamp"])
+    created = parse_time(body["metadata"]["creationTimestamp"])
     outcome = aggregate.compute_status(aggregate.Observed(
         spec=launch.spec, members=members, previous=previous,
         generation=body["metadata"].get("generation"), created=created, now=now,

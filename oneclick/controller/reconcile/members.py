@@ -12,11 +12,11 @@ from collections.abc import Sequence
 from oneclick.api import API_VERSION, FINALIZER
 from oneclick.api.conditions import Condition, set_condition
 from oneclick.api.member import member_phase
+from oneclick.api.times import format_time
 from oneclick.controller import metrics
 from oneclick.controller.broker import tokens
 from oneclick.controller.cache import LaunchRecord, MemberRecord
 from oneclick.controller.providers import Instance, InstanceState, LaunchRequest, ProviderError
-from oneclick.controller.reconcile.aggregate import format_time
 from oneclick.controller.runtime import Runtime
 from oneclick.kits.kube import JSON, ApiError, Conflict, Invalid, NotFound
 from oneclick.kits.resources import apply_body, custom_path
