@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import resource
 import tempfile
 import time
 from pathlib import Path
@@ -29,6 +28,7 @@ from bench.harness import (
     SimulatedAgents,
     apiserver_writes,
     control_plane,
+    open_files_up_to_the_hard_limit,
     percentile,
     prepare,
     start_controller,
@@ -112,8 +112,7 @@ async def one_size(kube: KubeClient, kubeconfig: Path, size: int, workdir: Path)
 
 
 async def main_async(sizes: list[int]) -> None:
-    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # thousands of connections
+    open_files_up_to_the_hard_limit()  # thousands of connections
     with control_plane() as plane, tempfile.TemporaryDirectory() as workdir:
         kube = KubeClient(plane.kubeconfig)
         try:

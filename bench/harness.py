@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import resource
 import shutil
 import subprocess
 import sys
@@ -58,6 +59,13 @@ async def prepare(kube: KubeClient) -> None:
 
 
 TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def open_files_up_to_the_hard_limit() -> None:
+    """Raise this process's open-file limit to its hard limit (each simulated agent holds a
+    connection)."""
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 def cpu_seconds(pid: int, children: bool = False) -> float:

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import resource
 import tempfile
 import time
 from pathlib import Path
@@ -31,6 +30,7 @@ from bench.harness import (
     Controller,
     SimulatedAgents,
     control_plane,
+    open_files_up_to_the_hard_limit,
     prepare,
     start_controller,
 )
@@ -87,8 +87,7 @@ async def one_run(kube: KubeClient, kubeconfig: Path, size: int, workdir: Path,
 
 
 async def main_async(size: int, runs: int) -> None:
-    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # thousands of connections
+    open_files_up_to_the_hard_limit()  # thousands of connections
     with control_plane() as plane, tempfile.TemporaryDirectory() as workdir:
         kube = KubeClient(plane.kubeconfig)
         try:
