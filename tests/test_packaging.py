@@ -3,6 +3,7 @@ nothing of ours is importable under a generic top-level name, and the commands w
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -35,6 +36,10 @@ def test_the_wheel_installs_one_import_name_and_working_commands(tmp_path: Path)
                    f"print([n for n in {GENERIC!r} if u.find_spec(n)])")
     assert found == "[]", f"generic top-level modules installed: {found}"
     assert python("import oneclick.controller.main, oneclick.agent.main; print('ok')") == "ok"
+    # The local provider finds its sample image in the installed package, scripts executable.
+    script = python("from oneclick.controller.providers.local import default_images_dir as d; "
+                    "print(d() / 'base-cluster/etc/oneclick/roles.d/batch-server')")
+    assert str(venv) in script and os.access(script, os.X_OK), script
     for command in ("occ", "occ-controller", "occ-agent"):
         done = subprocess.run([str(venv / "bin" / command), "--help"], capture_output=True,
                               text=True, cwd=tmp_path, check=False)

@@ -18,7 +18,7 @@
 | OCC_METRICS_PORT | 9090 | Prometheus metrics port (0: off) |
 | OCC_HEALTH_PORT | 8080 | kopf liveness endpoint port (0: off) |
 | OCC_LOCAL_STATE_DIR | ~/.local/state/oneclick/local | where the local provider keeps its members |
-| OCC_LOCAL_IMAGES_DIR | samples/images | the local provider's image folders |
+| OCC_LOCAL_IMAGES_DIR | (the package's sample images) | the local provider's image folders |
 | OCC_SIMULATED_PROVIDER | false | also offer the `simulated` provider (benchmarks, dry runs) |
 | OCC_AGENT_BUNDLE | (none) | the agent as one file, served to members at /v1/agent |
 | OCC_PROVIDERS_FILE | (none) | YAML file of more providers (ssh, ec2): see docs/providers.md |

@@ -47,7 +47,8 @@ class InstanceRecord:
 
 
 def default_images_dir() -> Path:
-    return Path(__file__).resolve().parents[4] / "samples" / "images"
+    """The sample images that ship with the package (also `samples/images` of a checkout)."""
+    return Path(__file__).resolve().parent / "images"
 
 
 def default_state_dir() -> Path:
