@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime
 import re
 from enum import StrEnum
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from pydantic import AfterValidator, ConfigDict, Field, StringConstraints, model_validator
 
@@ -284,8 +284,55 @@ class ClusterLaunchSpec(Model):
     Keep leaves them running for inspection."""
 
 
-Phase = Literal["Pending", "Launching", "Contextualizing", "Ready", "Failed", "Expired",
-                "Terminating"]
+class LaunchPhase(StrEnum):
+    """A launch's phase: a summary of its conditions."""
+
+    PENDING = "Pending"
+    LAUNCHING = "Launching"
+    CONTEXTUALIZING = "Contextualizing"
+    READY = "Ready"
+    FAILED = "Failed"
+    EXPIRED = "Expired"
+    TERMINATING = "Terminating"
+
+    @property
+    def ended(self) -> bool:
+        """Nothing about the launch is decided again (its instances are gone or kept)."""
+        return self in (LaunchPhase.FAILED, LaunchPhase.EXPIRED)
+
+
+class LaunchCondition(StrEnum):
+    """The types of a launch's conditions."""
+
+    MEMBERS_LAUNCHED = "MembersLaunched"
+    MEMBERS_RUNNING = "MembersRunning"
+    DATA_DELIVERED = "DataDelivered"
+    CONTEXTUALIZED = "Contextualized"
+    READY = "Ready"
+    FAILED = "Failed"
+
+
+class LaunchReason(StrEnum):
+    """The reasons of a launch's conditions (those of DataDelivered's refusals are the
+    broker's: controller.broker.data.Reason)."""
+
+    ALL_LAUNCHED = "AllLaunched"
+    LAUNCHING = "Launching"
+    ALL_RUNNING = "AllRunning"
+    BOOTING = "Booting"
+    DATA_AVAILABLE = "DataAvailable"
+    ALL_REPORTED = "AllReported"
+    WAITING = "Waiting"
+    CONTEXTUALIZED = "Contextualized"
+    NO_FAILURE = "NoFailure"
+    EXPIRED = "Expired"
+    UNKNOWN_PROVIDER = "UnknownProvider"
+    CONTEXTUALIZATION_FAILED = "ContextualizationFailed"
+    LAUNCH_FAILED = "LaunchFailed"
+    INSTANCE_FAILED = "InstanceFailed"
+    LAUNCH_TIMEOUT = "LaunchTimeout"
+    CONTEXTUALIZATION_TIMEOUT = "ContextualizationTimeout"
+    BROKER_UNREACHABLE = "BrokerUnreachable"
 
 
 class MemberCounts(Model):
@@ -308,7 +355,7 @@ class MemberCounts(Model):
 class ClusterLaunchStatus(Model):
     """What the controller observed of the launch; conditions are the truth, phase a summary."""
 
-    phase: Phase | None = None
+    phase: LaunchPhase | None = None
     """Summary of the conditions: Pending, Launching, Contextualizing, Ready, Failed,
     Expired or Terminating."""
     conditions: list[Condition] = Field(

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import datetime
 from collections.abc import Mapping
-from typing import Any, Literal
+from enum import StrEnum
+from typing import Any
 
 from pydantic import Field
 
@@ -30,26 +31,63 @@ class LaunchMemberSpec(Model):
     """Provider that launches this member."""
 
 
-MemberPhase = Literal["Pending", "Launching", "Running", "Contextualizing", "Ready", "Failed",
-                      "Terminating", "Terminated"]
+class MemberPhase(StrEnum):
+    """A member's phase: a summary of what its provider and its agent said."""
+
+    PENDING = "Pending"
+    LAUNCHING = "Launching"
+    RUNNING = "Running"
+    CONTEXTUALIZING = "Contextualizing"
+    READY = "Ready"
+    FAILED = "Failed"
+    TERMINATING = "Terminating"
+    TERMINATED = "Terminated"
+
+    @property
+    def instance_runs(self) -> bool:
+        """Its instance runs (or did, until its agent reported)."""
+        return self in (MemberPhase.RUNNING, MemberPhase.CONTEXTUALIZING, MemberPhase.READY)
+
+
+class MemberCondition(StrEnum):
+    """The types of a member's conditions: the controller owns Launched and Running, the
+    broker IdentityProvided and Contextualized."""
+
+    LAUNCHED = "Launched"
+    RUNNING = "Running"
+    IDENTITY_PROVIDED = "IdentityProvided"
+    CONTEXTUALIZED = "Contextualized"
+
+
+class MemberReason(StrEnum):
+    """The reasons of a member's conditions."""
+
+    PROVIDER_ACCEPTED = "ProviderAccepted"
+    PROVIDER_ERROR = "ProviderError"
+    INSTANCE_RUNNING = "InstanceRunning"
+    INSTANCE_FAILED = "InstanceFailed"
+    TERMINATED = "Terminated"
+    AGENT_REPORTED = "AgentReported"
+    REPORTED_OK = "ReportedOk"
+    STEP_FAILED = "StepFailed"
 
 
 def member_phase(status: Mapping[str, Any], instance: str | None = None) -> MemberPhase:
     """A member's phase from what is known of it (its status, and its instance's state as its
     provider says it: "running", "failed"): the one definition, for the reconciler (which
     launches and polls instances) and the broker (which hears identities and reports)."""
-    if status.get("phase") == "Terminated":
-        return "Terminated"
+    if status.get("phase") == MemberPhase.TERMINATED:
+        return MemberPhase.TERMINATED
     report = status.get("report")
     if report is not None:
-        return "Ready" if report.get("ok") else "Failed"
+        return MemberPhase.READY if report.get("ok") else MemberPhase.FAILED
     if status.get("identity"):
-        return "Contextualizing"
+        return MemberPhase.CONTEXTUALIZING
     if instance == "failed":
-        return "Failed"
-    if instance == "running" or status.get("phase") == "Running":
-        return "Running"
-    return "Launching" if status.get("tokenHash") else "Pending"
+        return MemberPhase.FAILED
+    if instance == "running" or status.get("phase") == MemberPhase.RUNNING:
+        return MemberPhase.RUNNING
+    return MemberPhase.LAUNCHING if status.get("tokenHash") else MemberPhase.PENDING
 
 
 class LaunchMemberStatus(Model):

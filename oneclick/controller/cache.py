@@ -14,7 +14,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from pydantic import ValidationError
+
 from oneclick.api import PAUSED
+from oneclick.api.launch import ClusterLaunchSpec
 from oneclick.kits.kube import JSON, ApiError, KubeClient
 from oneclick.kits.resources import custom_path
 
@@ -66,16 +69,20 @@ class LaunchRecord:
     namespace: str
     name: str
     uid: str
-    spec: JSON
+    spec: ClusterLaunchSpec
     resource_version: str
     deleting: bool = False
     obj: JSON = field(default_factory=dict)
 
     @classmethod
     def from_object(cls, obj: JSON) -> LaunchRecord:
+        """The launch with its spec parsed (pydantic.ValidationError if it does not parse: the
+        API server checked it against the schema made of the same model, so only an object
+        stored under an older schema can)."""
         meta = obj["metadata"]
         return cls(namespace=meta["namespace"], name=meta["name"], uid=meta["uid"],
-                   spec=obj.get("spec", {}), resource_version=meta.get("resourceVersion", "0"),
+                   spec=ClusterLaunchSpec.model_validate(obj.get("spec") or {}),
+                   resource_version=meta.get("resourceVersion", "0"),
                    deleting="deletionTimestamp" in meta, obj=obj)
 
 
@@ -144,7 +151,12 @@ class LaunchCache:
         self._touch(record.cluster_key, (record.namespace, record.name))
 
     def put_launch(self, obj: JSON) -> None:
-        record = LaunchRecord.from_object(obj)
+        try:
+            record = LaunchRecord.from_object(obj)
+        except ValidationError as error:  # (its reconcile passes fail, saying why)
+            logger.error("launch %s/%s: its spec does not parse: %s", obj["metadata"].get(
+                "namespace"), obj["metadata"].get("name"), error)
+            return
         key = (record.namespace, record.name)
         old = self.launches.get(key)
         if old is not None and (not _newer(record.resource_version, old.resource_version)

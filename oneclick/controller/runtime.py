@@ -12,6 +12,8 @@ from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
+from oneclick.api.launch import LaunchPhase
+from oneclick.api.member import MemberPhase
 from oneclick.api.protocol import Bootstrap
 from oneclick.controller import metrics
 from oneclick.controller.broker import tokens
@@ -27,10 +29,6 @@ from oneclick.kits.kube import KubeClient
 
 logger = logging.getLogger(__name__)
 
-CLUSTER_PHASES = ("Pending", "Launching", "Contextualizing", "Ready", "Failed", "Expired",
-                  "Terminating")
-MEMBER_PHASES = ("Pending", "Launching", "Running", "Contextualizing", "Ready", "Failed",
-                 "Terminating", "Terminated")
 
 
 @dataclass
@@ -88,8 +86,8 @@ class Runtime:
                                for r in self.cache.launches.values())
             members = Counter(str(r.status.get("phase") or "Pending")
                               for r in self.cache.members.values())
-            for gauge, counts, known in ((metrics.CLUSTERS, clusters, CLUSTER_PHASES),
-                                         (metrics.MEMBERS, members, MEMBER_PHASES)):
+            for gauge, counts, known in ((metrics.CLUSTERS, clusters, list(LaunchPhase)),
+                                         (metrics.MEMBERS, members, list(MemberPhase))):
                 for label in {*known, *counts}:
                     gauge.labels(label).set(counts.get(label, 0))
             await asyncio.sleep(every)
@@ -144,6 +142,6 @@ class Runtime:
             broker_url=self.broker_url(provider),
             ca_cert=self.broker.ca_pem, namespace=member.namespace, cluster=member.cluster,
             member=member.name, token=tokens.token_for(self.token_key, member.uid),
-            domain=domains.launch(launch.spec if launch else {"provider": provider.name}),
+            domain=domains.launch(launch.spec if launch else None, provider.name),
             agent_sha256=self.broker.agent_sha256(),
         )

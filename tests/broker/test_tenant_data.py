@@ -19,6 +19,14 @@ import httpx
 import pytest
 
 from oneclick.api import DELIVERABLE
+from oneclick.api.launch import (
+    ClusterLaunchSpec,
+    DataItem,
+    DataSource,
+    KeySelector,
+    Requirements,
+    Role,
+)
 from oneclick.api.protocol import Bootstrap
 from oneclick.controller.broker import data as broker_data
 from oneclick.kits.kube import ApiError, KubeClient, core_path
@@ -201,6 +209,21 @@ def test_a_data_item_name_that_is_not_a_file_name_is_refused_by_the_api_server(
 
 # -- 2 and 3. the controller's own reading never leaves the launch's namespace -------------------
 
+
+def unchecked_spec(secret_names: list[str]) -> ClusterLaunchSpec:
+    """A spec whose data items name these Secrets, as one that reached the controller past the
+    API server's checks would (an older schema, a direct write to etcd): the models' own
+    checks are skipped too."""
+    names = [f"d{i}" for i in range(len(secret_names))]
+    return ClusterLaunchSpec.model_construct(
+        roles=[Role(name="w", image="base-cluster", requires=Requirements(data=names))],
+        data=[DataItem.model_construct(
+            name=item, value=None, generate=None, value_from=DataSource.model_construct(
+                config_map_key_ref=None, secret_key_ref=KeySelector.model_construct(
+                    name=secret, key="tls.key")))
+            for item, secret in zip(names, secret_names, strict=True)])
+
+
 async def test_hostile_names_that_bypass_the_api_server_never_reach_another_namespace(
     crds: Path, kubeconfig: Path, namespace: str, victim: str,
     monkeypatch: pytest.MonkeyPatch,
@@ -232,10 +255,7 @@ async def test_hostile_names_that_bypass_the_api_server_never_reach_another_name
 
         # The reader refuses such names before any request; the value is never returned.
         hostile = [traversal, f"..%2F..%2F{victim}%2Fsecrets%2Fshared-ca", "..", "a/b", ""]
-        spec = {"roles": [{"name": "w", "image": "base-cluster",
-                           "requires": {"data": [f"d{i}" for i in range(len(hostile))]}}],
-                "data": [{"name": f"d{i}", "valueFrom": {"secretKeyRef": {
-                    "name": name, "key": "tls.key"}}} for i, name in enumerate(hostile)]}
+        spec = unchecked_spec(hostile)
         found = await broker_data.read_data(kube, namespace, spec)
         assert found.values == {}
         assert {p.reason for p in found.problems.values()} == {broker_data.Reason.INVALID}
@@ -246,9 +266,7 @@ async def test_hostile_names_that_bypass_the_api_server_never_reach_another_name
         monkeypatch.setattr(broker_data, "DNS_SUBDOMAIN", r".*")
         monkeypatch.setattr(broker_data, "core_path", lambda plural, ns, name: (
             f"/api/v1/namespaces/{ns}/{plural}/{name}"))
-        the_traversal = {"roles": [{"name": "w", "image": "base-cluster",
-                                    "requires": {"data": ["d0"]}}], "data": spec["data"][:1]}
-        found = await broker_data.read_data(kube, namespace, the_traversal)
+        found = await broker_data.read_data(kube, namespace, unchecked_spec(hostile[:1]))
         assert found.values == {}
         assert found.problems["d0"].reason == broker_data.Reason.WITHHELD
         assert "VICTIM" not in repr(found)

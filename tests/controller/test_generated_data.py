@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from oneclick.api import DELIVERABLE, PAUSED
+from oneclick.api.launch import DataItem, Generate
 from oneclick.controller.broker.data import Reason, generated_secret, read_data
 from oneclick.controller.cache import LaunchRecord
 from oneclick.controller.reconcile import generated
@@ -78,7 +79,7 @@ async def test_an_item_added_later_joins_and_the_first_is_kept(
         {"name": "munge-key", "generate": {"bytes": 32}}])
     await generated.ensure(kube, launch)
     first = secret_data(kubeconfig, launch)
-    launch.spec["data"].append({"name": "job-token", "generate": {"bytes": 16}})
+    launch.spec.data.append(DataItem(name="job-token", generate=Generate(bytes=16)))
     await asyncio.gather(*(generated.ensure(kube, launch) for _ in range(3)))
     now = secret_data(kubeconfig, launch)
     assert now["munge-key"] == first["munge-key"]

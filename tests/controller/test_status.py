@@ -11,15 +11,16 @@ from typing import Any
 
 import pytest
 
+from oneclick.api.launch import ClusterLaunchSpec, FailurePolicy
 from oneclick.api.member import member_phase
 from oneclick.controller.broker.data import LaunchData
 from oneclick.controller.cache import MemberRecord
 from oneclick.controller.reconcile import aggregate, heard, requeue
 
 CREATED = datetime.datetime(2026, 11, 26, 12, 0, tzinfo=datetime.UTC)
-SPEC: dict[str, Any] = {"lifetime": "1h", "roles": [
+SPEC = ClusterLaunchSpec.model_validate({"lifetime": "1h", "roles": [
     {"name": "head", "image": "base-cluster"},
-    {"name": "compute", "image": "base-cluster", "quantity": 2}]}
+    {"name": "compute", "image": "base-cluster", "quantity": 2}]})
 IDENTITY = {"hostname": "h", "fqdn": "h.oneclick.local", "addresses": ["10.0.0.1"],
             "sshHostKeys": []}
 
@@ -52,7 +53,7 @@ class Case:
     terminate: bool = False
     ready: str = "False"
     reason: str = ""  # the Ready condition's reason (or Failed's, for a failure)
-    spec: dict[str, Any] = field(default_factory=lambda: dict(SPEC))
+    spec: ClusterLaunchSpec = field(default_factory=lambda: SPEC)
     previous: dict[str, Any] = field(default_factory=dict)
     unknown_provider: str | None = None
 
@@ -71,7 +72,8 @@ CASES = {
     "one failed report, kept": Case(
         [member("head", 0, "Failed", report={"ok": False, "exitCode": 3}),
          member("compute", 0), member("compute", 1)], 3, "Failed", terminate=False,
-        reason="ContextualizationFailed", spec={**SPEC, "onFailure": "Keep"}),
+        reason="ContextualizationFailed",
+        spec=SPEC.model_copy(update={"on_failure": FailurePolicy.KEEP})),
     "launching too long": Case(all_three("Launching"), 16, "Failed", terminate=True,
                                reason="LaunchTimeout"),
     "lifetime over": Case(all_three("Ready", report=OK), 61, "Expired", terminate=True,
@@ -95,7 +97,7 @@ def test_the_status_of_a_launch_at(name: str) -> None:
     assert status["phase"] == case.phase
     assert outcome.terminate is case.terminate
     conditions = {c["type"]: c for c in status["conditions"]}
-    if case.previous.get("phase") in aggregate.TERMINAL:  # nothing is decided again
+    if aggregate.ended(case.previous.get("phase")):  # nothing is decided again
         assert "Ready" not in conditions
         return
     assert conditions["Ready"]["status"] == case.ready

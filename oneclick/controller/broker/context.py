@@ -26,6 +26,7 @@ import json
 import time
 from dataclasses import dataclass, field
 
+from oneclick.api.launch import ClusterLaunchSpec, Role
 from oneclick.api.protocol import Pending
 from oneclick.controller.broker.data import (
     DataUnavailable as DataUnavailable,  # (the broker catches it)
@@ -54,7 +55,7 @@ class _RoleView:
 
 @dataclass
 class _ClusterView:
-    spec: JSON  # the launch spec the view was built for
+    spec: ClusterLaunchSpec  # the launch spec the view was built for
     data: LaunchData
     needs: dict[str, set[str]]  # role entry -> the role entries whose identities it waits for
     peers: dict[str, dict[Key, JSON]]  # role entry -> member key -> Peer (wire), with identity
@@ -64,32 +65,30 @@ class _ClusterView:
 
     @property
     def data_missing(self) -> bool:
-        return any(d not in self.data.values for e in self.spec["roles"]
-                   for d in e.get("requires", {}).get("data", []))
+        return any(d not in self.data.values for e in self.spec.roles for d in e.requires.data)
 
 
-def _entries_providing(spec: JSON, role: str) -> list[JSON]:
-    return [e for e in spec["roles"] if e["name"] == role or role in e.get("provides", [])]
+def _entries_providing(spec: ClusterLaunchSpec, role: str) -> list[Role]:
+    return [e for e in spec.roles if e.name == role or role in e.provides]
 
 
-def _entry(spec: JSON, role: str) -> JSON | None:
-    return next((e for e in spec["roles"] if e["name"] == role), None)
+def _entry(spec: ClusterLaunchSpec, role: str) -> Role | None:
+    return next((e for e in spec.roles if e.name == role), None)
 
 
-def _peer(record: MemberRecord, entry: JSON) -> JSON:
-    return {"member": record.name, "role": entry["name"], "index": record.index,
-            "provides": [entry["name"], *entry.get("provides", [])],
-            "identity": record.identity}
+def _peer(record: MemberRecord, entry: Role) -> JSON:
+    return {"member": record.name, "role": entry.name, "index": record.index,
+            "provides": [entry.name, *entry.provides], "identity": record.identity}
 
 
-def _needs(spec: JSON) -> dict[str, set[str]]:
+def _needs(spec: ClusterLaunchSpec) -> dict[str, set[str]]:
     """Whose identities each role entry waits for: everyone's when the context lists every
     member (for /etc/hosts, host-based SSH), else those of the roles it requires."""
-    everyone = spec.get("hostsFile", True) or spec.get("sshHostBased", True)
-    names = {e["name"] for e in spec["roles"]}
-    return {entry["name"]: set(names) if everyone else {
-        e["name"] for role in entry.get("requires", {}).get("roles", [])
-        for e in _entries_providing(spec, role)} for entry in spec["roles"]}
+    everyone = spec.hosts_file or spec.ssh_host_based
+    names = {e.name for e in spec.roles}
+    return {entry.name: set(names) if everyone else {
+        e.name for role in entry.requires.roles for e in _entries_providing(spec, role)}
+        for entry in spec.roles}
 
 
 class ContextBuilder:
@@ -272,10 +271,10 @@ class ContextBuilder:
         # listener keeps it so.
         spec = launch.spec
         view = _ClusterView(spec, data, _needs(spec), {}, {})
-        for entry in spec["roles"]:
-            role = entry["name"]
+        for entry in spec.roles:
+            role = entry.name
             view.peers[role], view.missing[role] = {}, set()
-            for index in range(entry.get("quantity", 1)):
+            for index in range(entry.quantity):
                 record = self._cache.member_at(cluster, role, index)
                 if record is None or record.identity is None:
                     view.missing[role].add(index)
@@ -288,11 +287,11 @@ class ContextBuilder:
         known = view.roles.get(role)
         if known is not None:
             return known
-        spec, entry = view.spec, _entry(view.spec, role) or {}
-        required = entry.get("requires", {}).get("roles", [])
+        spec, entry = view.spec, _entry(view.spec, role)
+        required = entry.requires.roles if entry is not None else []
         needed = sorted(view.needs[role])
         missing = sum(len(view.missing[name]) for name in needed)
-        wanted_data = entry.get("requires", {}).get("data", [])
+        wanted_data = entry.requires.data if entry is not None else []
         data_missing = [f"data:{d}" for d in wanted_data if d not in view.data.values]
         if missing or data_missing:
             shown = [f"{cluster[1]}-{name}-{index}" for name in needed
@@ -311,15 +310,14 @@ class ContextBuilder:
             shared: JSON = {
                 "cluster": cluster[1],
                 "requiredRoles": {
-                    role: peers([e["name"] for e in _entries_providing(spec, role)])
+                    role: peers([e.name for e in _entries_providing(spec, role)])
                     for role in required
                 },
-                "members": peers([e["name"] for e in spec["roles"]
-                                  if e["name"] in view.needs[entry["name"]]]),
+                "members": peers([e.name for e in spec.roles if e.name in view.needs[role]]),
                 "data": {d: view.data.values[d] for d in wanted_data},
-                "sshAuthorizedKeys": spec.get("sshAuthorizedKeys", []),
-                "hostsFile": spec.get("hostsFile", True),
-                "sshHostBased": spec.get("sshHostBased", True),
+                "sshAuthorizedKeys": spec.ssh_authorized_keys,
+                "hostsFile": spec.hosts_file,
+                "sshHostBased": spec.ssh_host_based,
             }
             domain = self._domains.launch(spec)
             if domain is not None:
@@ -329,6 +327,6 @@ class ContextBuilder:
         return result
 
 
-def _quantity(spec: JSON, role: str) -> int:
+def _quantity(spec: ClusterLaunchSpec, role: str) -> int:
     entry = _entry(spec, role)
-    return int(entry.get("quantity", 1)) if entry is not None else 0
+    return entry.quantity if entry is not None else 0

@@ -31,7 +31,13 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from oneclick.api import DELIVERABLE
-from oneclick.api.launch import DATA_KEY, DNS_SUBDOMAIN
+from oneclick.api.launch import (
+    DATA_KEY,
+    DNS_SUBDOMAIN,
+    ClusterLaunchSpec,
+    DataSource,
+    KeySelector,
+)
 from oneclick.kits.kube import JSON, ApiError, Forbidden, KubeClient, Unreachable, core_path
 
 GENERATED_PREFIX = "oneclick-generated-"
@@ -43,10 +49,9 @@ def generated_secret(uid: str) -> str:
     return GENERATED_PREFIX + uid
 
 
-def generated_items(spec: JSON) -> dict[str, int]:
+def generated_items(spec: ClusterLaunchSpec) -> dict[str, int]:
     """The generated items of a spec: name -> how many bytes."""
-    return {item["name"]: int(item["generate"]["bytes"]) for item in spec.get("data", [])
-            if "generate" in item}
+    return {item.name: item.generate.bytes for item in spec.data if item.generate is not None}
 
 
 def owned_by(obj: JSON, kind: str, uid: str) -> bool:
@@ -92,16 +97,21 @@ class _Refusal:
     why: str
 
 
-_KINDS = {"secretKeyRef": ("Secret", "secrets"), "configMapKeyRef": ("ConfigMap", "configmaps")}
-
-
-def required_items(spec: JSON) -> set[str]:
+def required_items(spec: ClusterLaunchSpec) -> set[str]:
     """The data items some role requires: only those are read, and only those delivered."""
-    return {d for entry in spec.get("roles", []) for d in entry.get("requires", {}).get(
-        "data", [])}
+    return {d for entry in spec.roles for d in entry.requires.data}
 
 
-async def read_data(kube: KubeClient, namespace: str, spec: JSON,
+def _reference(source: DataSource | None) -> tuple[str, str, KeySelector] | None:
+    """The kind, the plural and the key selector a valueFrom names (None: none)."""
+    if source is not None and source.secret_key_ref is not None:
+        return "Secret", "secrets", source.secret_key_ref
+    if source is not None and source.config_map_key_ref is not None:
+        return "ConfigMap", "configmaps", source.config_map_key_ref
+    return None
+
+
+async def read_data(kube: KubeClient, namespace: str, spec: ClusterLaunchSpec,
                     uid: str = "") -> LaunchData:
     """The required data items of the launch `uid` of `namespace` with this spec;
     DataUnavailable when the API server cannot answer now."""
@@ -109,14 +119,14 @@ async def read_data(kube: KubeClient, namespace: str, spec: JSON,
     wanted = required_items(spec)
     objects: dict[tuple[str, str], JSON | _Refusal] = {}  # each object read once
     generated: JSON | _Refusal | None = None
-    for item in spec.get("data", []):
-        name = item["name"]
+    for item in spec.data:
+        name = item.name
         if name not in wanted:
             continue
-        if "value" in item:
-            result.values[name] = item["value"]
+        if item.value is not None:
+            result.values[name] = item.value
             continue
-        if "generate" in item:
+        if item.generate is not None:
             if generated is None:
                 generated = await _read_generated(kube, namespace, uid)
             value = generated if isinstance(generated, _Refusal) else _generated_value(
@@ -127,21 +137,17 @@ async def read_data(kube: KubeClient, namespace: str, spec: JSON,
             else:
                 result.values[name] = value
             continue
-        source = item.get("valueFrom", {})
-        ref_type = next((t for t in _KINDS if t in source), None)
-        if ref_type is None:
+        reference = _reference(item.value_from)
+        if reference is None:
             result.problems[name] = DataProblem(name, Reason.INVALID,
                                                 f"data {name}: valueFrom names no source")
             continue
-        ref = source[ref_type]
-        kind, plural = _KINDS[ref_type]
-        object_name = str(ref.get("name", ""))
-        found = objects.get((plural, object_name))
+        kind, plural, ref = reference
+        found = objects.get((plural, ref.name))
         if found is None:
-            found = await _read_object(kube, namespace, kind, plural, object_name)
-            objects[(plural, object_name)] = found
-        value = found if isinstance(found, _Refusal) else _value(kind, found, str(
-            ref.get("key", "")))
+            found = await _read_object(kube, namespace, kind, plural, ref.name)
+            objects[(plural, ref.name)] = found
+        value = found if isinstance(found, _Refusal) else _value(kind, found, ref.key)
         if isinstance(value, _Refusal):
             result.problems[name] = DataProblem(name, value.reason, f"data {name}: {value.why}")
         else:

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from oneclick.kits.kube import JSON
+from oneclick.api.launch import ClusterLaunchSpec
 
 
 class NamesMembers(Protocol):
@@ -33,9 +33,9 @@ class Domains:
     def of(cls, providers: Mapping[str, NamesMembers], default_provider: str) -> Domains:
         return cls({name: p.domain for name, p in providers.items()}, default_provider)
 
-    def launch(self, spec: JSON) -> str | None:
-        """The domain of the launch with this spec."""
-        own = spec.get("domain")
-        if own:
-            return str(own)
-        return self.by_provider.get(spec.get("provider") or self.default_provider)
+    def launch(self, spec: ClusterLaunchSpec | None, provider: str | None = None) -> str | None:
+        """The domain of the launch with this spec (None: a launch not known, of `provider`)."""
+        if spec is not None and spec.domain:
+            return spec.domain
+        own = spec.provider if spec is not None else provider
+        return self.by_provider.get(own or self.default_provider)

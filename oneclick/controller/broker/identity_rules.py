@@ -61,7 +61,7 @@ class LaunchClaims:
         one name: the second is refused before the first is stored)."""
         launch = self._cache.launches.get(record.cluster_key)
         problem = outside_domain(claim_of(identity),
-                                 self._domains.launch(launch.spec if launch else {}))
+                                 self._domains.launch(launch.spec if launch else None))
         if problem is not None:
             return problem
         claims = self._of(record.cluster_key)

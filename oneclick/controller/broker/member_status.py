@@ -7,13 +7,13 @@ from __future__ import annotations
 import datetime
 
 from oneclick.api.conditions import Condition, set_condition
-from oneclick.api.member import member_phase
+from oneclick.api.member import MemberCondition, MemberReason, member_phase
 from oneclick.api.times import format_time
 from oneclick.controller.cache import MemberRecord
 from oneclick.kits.kube import JSON
 
 # The member conditions the broker owns (the reconciler owns Launched and Running).
-BROKER_CONDITIONS = ("IdentityProvided", "Contextualized")
+BROKER_CONDITIONS = (MemberCondition.IDENTITY_PROVIDED, MemberCondition.CONTEXTUALIZED)
 
 
 def member_status(record: MemberRecord, identity: JSON, report: JSON | None,
@@ -24,7 +24,8 @@ def member_status(record: MemberRecord, identity: JSON, report: JSON | None,
     conditions = [Condition.model_validate(c) for c in record.conditions
                   if c.get("type") in BROKER_CONDITIONS]  # (the others are not ours)
     address = (identity.get("addresses") or ["?"])[0]
-    conditions = set_condition(conditions, "IdentityProvided", True, "AgentReported",
+    conditions = set_condition(conditions, MemberCondition.IDENTITY_PROVIDED, True,
+                               MemberReason.AGENT_REPORTED,
                                f"{identity['hostname']} at {address}", now=now)
     status: JSON = {"identity": identity,
                     "lastSeenAt": format_time(now)}
@@ -33,8 +34,9 @@ def member_status(record: MemberRecord, identity: JSON, report: JSON | None,
     if report is not None:
         ok = bool(report["ok"])
         message = report.get("message") or ("contextualized" if ok else "failed")
-        conditions = set_condition(conditions, "Contextualized", ok,
-                                   "ReportedOk" if ok else "StepFailed", message, now=now)
+        conditions = set_condition(
+            conditions, MemberCondition.CONTEXTUALIZED, ok,
+            MemberReason.REPORTED_OK if ok else MemberReason.STEP_FAILED, message, now=now)
         status["report"] = report
     status["phase"] = member_phase({**record.status, **status})
     status["conditions"] = [c.wire() for c in conditions]

@@ -22,6 +22,8 @@ from pydantic import BaseModel, ValidationError
 
 from oneclick import __version__
 from oneclick.api import errors
+from oneclick.api.launch import FailurePolicy, LaunchPhase
+from oneclick.api.member import MemberPhase
 from oneclick.api.protocol import PROTOCOL_HEADER, PROTOCOL_VERSION, Identity, Pending, Report
 from oneclick.controller import metrics
 from oneclick.controller.broker import identity_rules, openapi, tokens
@@ -360,14 +362,14 @@ def revoked(member: MemberRecord, launch: LaunchRecord | None) -> str | None:
     reported keeps reading its context while its launch lives (a re-run after a scale-up)."""
     if member.deleting:
         return f"member {member.name} is being deleted"
-    if member.status.get("phase") == "Terminated":
+    if member.status.get("phase") == MemberPhase.TERMINATED:
         return f"member {member.name} was terminated"
     if launch is None or launch.deleting:
         return f"launch {member.cluster} is gone"
     phase = (launch.obj.get("status") or {}).get("phase")
-    if phase == "Expired":
+    if phase == LaunchPhase.EXPIRED:
         return f"launch {member.cluster} expired"
-    if phase == "Failed" and launch.spec.get("onFailure") != "Keep":
+    if phase == LaunchPhase.FAILED and launch.spec.on_failure != FailurePolicy.KEEP:
         return f"launch {member.cluster} failed and its instances were terminated"
     return None
 

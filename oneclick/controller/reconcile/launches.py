@@ -16,6 +16,8 @@ from typing import Any, cast
 
 import kopf
 
+from oneclick.api.launch import LaunchCondition, LaunchPhase, LaunchReason
+from oneclick.api.member import MemberPhase
 from oneclick.api.times import parse_time
 from oneclick.controller import metrics
 from oneclick.controller.broker.data import DataUnavailable, LaunchData, read_data
@@ -37,8 +39,6 @@ from oneclick.kits.resources import apply_body, custom_path
 
 logger = logging.getLogger(__name__)
 
-TERMINAL = aggregate.TERMINAL
-ACTIVE_MEMBER_PHASES = ("Launching", "Running", "Contextualizing", "Ready")
 RETRY_CAP = 60.0  # seconds: the longest wait before a pass that failed is tried again
 
 
@@ -78,7 +78,7 @@ async def reconcile(rt: Runtime, body: JSON) -> float | None:
     previous: JSON = dict(body.get("status") or {})
     phase = previous.get("phase")
     unknown, data = None, None
-    if phase not in TERMINAL:
+    if not aggregate.ended(phase):
         unknown, data = await _reconcile_normal(rt, launch, phase)
     members = [m for m in rt.cache.members_of(key) if not m.deleting]
     now = datetime.datetime.now(datetime.UTC)
@@ -103,15 +103,14 @@ async def _reconcile_normal(rt: Runtime, launch: LaunchRecord,
     key = (launch.namespace, launch.name)
     # A provider nobody configured fails the launch at once, before anything is made (once
     # members exist, their own provider errors say what went wrong).
-    unknown = None if rt.cache.members_of(key) else rt.unknown_provider(
-        launch.spec.get("provider"))
+    unknown = None if rt.cache.members_of(key) else rt.unknown_provider(launch.spec.provider)
     if unknown is None:
-        if phase != "Ready":  # (before members: they are made with it)
+        if phase != LaunchPhase.READY:  # (before members: they are made with it)
             await _ensure_generated(rt, launch)
         await _converge_members(rt, launch)
         await _poll_instances(rt, rt.cache.members_of(key))
         refresh_moved(rt, rt.cache.members_of(key))
-    return unknown, await _read_data(rt, launch) if phase != "Ready" else None
+    return unknown, await _read_data(rt, launch) if phase != LaunchPhase.READY else None
 
 
 async def _write_status(rt: Runtime, launch: LaunchRecord, body: JSON, previous: JSON,
@@ -167,29 +166,29 @@ def _announce(body: JSON, old: JSON, new: JSON, created: datetime.datetime,
     before = {c["type"]: c["status"] for c in old.get("conditions", [])}
     said = {c["type"]: c.get("message") for c in old.get("conditions", [])}
     for condition in new["conditions"]:
-        if condition["type"] == "DataDelivered" and condition["status"] == "False":
-            if said.get("DataDelivered") != condition["message"]:  # why data is withheld
-                kopf.event(target, type="Warning", reason=condition["reason"],
-                           message=condition["message"])
+        type, message = condition["type"], condition["message"]
+        if type == LaunchCondition.DATA_DELIVERED and condition["status"] == "False":
+            if said.get(type) != message:  # why data is withheld
+                kopf.event(target, type="Warning", reason=condition["reason"], message=message)
             continue
-        if condition["status"] != "True" or before.get(condition["type"]) == "True":
+        if condition["status"] != "True" or before.get(type) == "True":
             continue
-        kind = "Warning" if condition["type"] == "Failed" else "Normal"
-        kopf.event(target, type=kind, reason=condition["reason"], message=condition["message"])
-        if condition["type"] == "MembersRunning":
+        kind = "Warning" if type == LaunchCondition.FAILED else "Normal"
+        kopf.event(target, type=kind, reason=condition["reason"], message=message)
+        if type == LaunchCondition.MEMBERS_RUNNING:
             metrics.LAUNCH_SECONDS.observe((now - created).total_seconds())
-        if condition["type"] == "Ready" and running_since is not None:
+        if type == LaunchCondition.READY and running_since is not None:
             metrics.CONTEXTUALIZATION_SECONDS.observe((now - running_since).total_seconds())
-    if new["phase"] == "Expired" and old.get("phase") != "Expired":
-        kopf.event(target, type="Normal", reason="Expired", message=new["conditions"][-1][
-            "message"] if new["conditions"] else "expired")
+    if new["phase"] == LaunchPhase.EXPIRED and old.get("phase") != LaunchPhase.EXPIRED:
+        last = new["conditions"][-1]["message"] if new["conditions"] else "expired"
+        kopf.event(target, type="Normal", reason=LaunchReason.EXPIRED, message=last)
 
 
 async def _converge_members(rt: Runtime, launch: LaunchRecord) -> None:
     members = {(m.role, m.index): m for m in rt.cache.members_of((launch.namespace,
                                                                    launch.name))}
     desired = aggregate.desired_members(launch.spec)
-    roles = {r["name"]: r for r in launch.spec["roles"]}
+    roles = {r.name: r for r in launch.spec.roles}
     for role, index in desired:
         if (role, index) not in members:
             await create_member(rt, launch, roles[role], index)
@@ -200,7 +199,8 @@ async def _converge_members(rt: Runtime, launch: LaunchRecord) -> None:
     for slot in desired:
         fresh = rt.cache.member_at((launch.namespace, launch.name), *slot)
         if (fresh is not None and not fresh.deleting and not fresh.status.get("instanceId")
-                and fresh.status.get("phase") != "Failed" and fresh.uid not in rt.launching):
+                and fresh.status.get("phase") != MemberPhase.FAILED
+                and fresh.uid not in rt.launching):
             rt.launching.add(fresh.uid)
             rt.spawn(_launch(rt, fresh))
 
@@ -219,7 +219,7 @@ async def _poll_instances(rt: Runtime, members: list[MemberRecord]) -> None:
     by_provider: dict[str, list[MemberRecord]] = {}
     for member in members:
         if member.status.get("instanceId") and member.status.get("phase") in (
-                "Launching", "Running") and not member.deleting:
+                MemberPhase.LAUNCHING, MemberPhase.RUNNING) and not member.deleting:
             by_provider.setdefault(
                 member.spec.get("provider", rt.settings.default_provider), []).append(member)
     for name, group in by_provider.items():

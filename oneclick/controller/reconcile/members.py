@@ -11,7 +11,8 @@ from collections.abc import Sequence
 
 from oneclick.api import API_VERSION, FINALIZER
 from oneclick.api.conditions import Condition, set_condition
-from oneclick.api.member import member_phase
+from oneclick.api.launch import Role
+from oneclick.api.member import LaunchMemberSpec, MemberCondition, member_phase
 from oneclick.api.times import format_time
 from oneclick.controller import metrics
 from oneclick.controller.broker import tokens
@@ -27,33 +28,33 @@ FIELD_MANAGER = "occ-controller"
 CLUSTER_LABEL = "clusters.oneclick.dev/cluster"
 ROLE_LABEL = "clusters.oneclick.dev/role"
 OWNED_FIELDS = ("tokenHash", "instanceId", "addresses", "launchedAt", "brokerUrl")
-OWNED_CONDITIONS = ("Launched", "Running")
+OWNED_CONDITIONS = (MemberCondition.LAUNCHED, MemberCondition.RUNNING)
 
 
 def member_name(cluster: str, role: str, index: int) -> str:
     return f"{cluster}-{role}-{index}"
 
 
-def member_body(launch: LaunchRecord, role: JSON, index: int, provider: str) -> JSON:
+def member_body(launch: LaunchRecord, role: Role, index: int, provider: str) -> JSON:
     return {
         "apiVersion": API_VERSION, "kind": "LaunchMember",
         "metadata": {
-            "name": member_name(launch.name, role["name"], index),
+            "name": member_name(launch.name, role.name, index),
             "namespace": launch.namespace,
             "finalizers": [FINALIZER],  # released by release_deleted_members
-            "labels": {CLUSTER_LABEL: launch.name, ROLE_LABEL: role["name"]},
+            "labels": {CLUSTER_LABEL: launch.name, ROLE_LABEL: role.name},
             "ownerReferences": [{
                 "apiVersion": API_VERSION, "kind": "ClusterLaunch", "name": launch.name,
                 "uid": launch.uid, "controller": True, "blockOwnerDeletion": True}],
         },
-        "spec": {"cluster": launch.name, "role": role["name"], "index": index,
-                 "image": role["image"], "provider": provider,
-                 **({"size": role["size"]} if role.get("size") else {})},
+        "spec": LaunchMemberSpec(cluster=launch.name, role=role.name, index=index,
+                                 image=role.image, size=role.size or None,
+                                 provider=provider).wire(),
     }
 
 
-async def create_member(rt: Runtime, launch: LaunchRecord, role: JSON, index: int) -> None:
-    provider = launch.spec.get("provider") or rt.settings.default_provider
+async def create_member(rt: Runtime, launch: LaunchRecord, role: Role, index: int) -> None:
+    provider = launch.spec.provider or rt.settings.default_provider
     body = member_body(launch, role, index, provider)
     with contextlib.suppress(Conflict):  # made before a crash: the cache will show it
         rt.cache.put_member(await rt.kube.create(custom_path("LaunchMember", launch.namespace),

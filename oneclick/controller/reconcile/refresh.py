@@ -12,9 +12,10 @@ from __future__ import annotations
 import logging
 import time
 
+from oneclick.api.member import MemberPhase
 from oneclick.controller import metrics
 from oneclick.controller.cache import MemberRecord
-from oneclick.controller.providers import ProviderError
+from oneclick.controller.providers import ProviderError, userdata
 from oneclick.controller.providers.base import RefreshesBootstrap
 from oneclick.controller.reconcile.members import write_status
 from oneclick.controller.runtime import Runtime
@@ -33,7 +34,7 @@ def refresh_moved(rt: Runtime, members: list[MemberRecord]) -> None:
     for member in members:
         if (member.report is not None or member.deleting
                 or not member.status.get("instanceId")
-                or member.status.get("phase") in ("Failed", "Terminated")):
+                or member.status.get("phase") in (MemberPhase.FAILED, MemberPhase.TERMINATED)):
             continue
         provider_name = member.spec.get("provider", rt.settings.default_provider)
         provider = rt.providers.get(provider_name)
@@ -65,7 +66,7 @@ async def _refresh(rt: Runtime, member: MemberRecord, provider: RefreshesBootstr
     instance_id = member.status["instanceId"]
     try:
         bootstrap = rt.bootstrap(member, rt.provider(provider_name))
-        await provider.refresh_bootstrap(instance_id, bootstrap.model_dump_json(by_alias=True))
+        await provider.refresh_bootstrap(instance_id, userdata.render(bootstrap))
     except ProviderError as error:
         metrics.PROVIDER_CALLS.labels(provider_name, "refresh_bootstrap", "error").inc()
         logger.warning("handing %s/%s its new bootstrap failed%s: %s", member.namespace,
