@@ -9,17 +9,21 @@ FROM ${BASE} AS build
 # copied whole into the final stage, whose python3 is at the same path.
 RUN python3 -m venv /opt/occ
 WORKDIR /src
-# The dependencies first, in a layer of their own that a change of our sources keeps ...
+# The dependencies first, in a layer of their own that a change of our sources keeps: the
+# agent's (oneclick-agent) and the operator's (oneclick-clusters) ...
 COPY pyproject.toml ./
+COPY distributions/oneclick-agent/pyproject.toml distributions/oneclick-agent/pyproject.toml
 COPY hack/constraints.txt hack/constraints.txt
-RUN python3 -c 'import tomllib; print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]))' > requirements.txt \
+RUN python3 -c 'import tomllib; load = lambda p: tomllib.load(open(p, "rb")); print("\n".join(load("distributions/oneclick-agent/pyproject.toml")["project"]["dependencies"] + load("pyproject.toml")["tool"]["oneclick-clusters"]["dependencies"]))' > requirements.txt \
  && /opt/occ/bin/pip install --no-cache-dir --disable-pip-version-check \
       -c hack/constraints.txt -r requirements.txt
-# ... then the project itself.
-COPY README.md ./
+# ... then the project itself: its two distributions (oneclick-clusters requires
+# oneclick-agent, which is built from the same sources: distributions/README.md).
+COPY README.md setup.py MANIFEST.in ./
+COPY distributions distributions
 COPY oneclick oneclick
 RUN /opt/occ/bin/pip install --no-cache-dir --disable-pip-version-check --no-deps \
-      -c hack/constraints.txt .
+      -c hack/constraints.txt ./distributions/oneclick-agent .
 
 FROM ${BASE}
 COPY --from=build /opt/occ /opt/occ

@@ -135,12 +135,19 @@ def context_paths(dockerfile: Path = DOCKERFILE) -> list[str]:
 
 
 def _context_files(paths: list[str]) -> list[Path]:
+    """Files and symbolic links (kept as links, as docker's context keeps them: the agent's
+    distribution links to its sources in oneclick/)."""
     files: list[Path] = []
     for name in paths:
         path = REPO / name
-        found = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+        found = sorted(p for p in path.rglob("*") if p.is_file() or p.is_symlink()
+                       ) if path.is_dir() else [path]
         files.extend(p for p in found if not any(s in p.as_posix() for s in _SKIPPED))
     return files
+
+
+def _content(path: Path) -> bytes:
+    return f"-> {path.readlink()}".encode() if path.is_symlink() else path.read_bytes()
 
 
 def _digest(parts: list[str], files: list[Path] | None = None) -> str:
@@ -148,7 +155,7 @@ def _digest(parts: list[str], files: list[Path] | None = None) -> str:
     for part in parts:
         h.update(part.encode() + b"\0")
     for path in files or []:
-        h.update(path.relative_to(REPO).as_posix().encode() + b"\0" + path.read_bytes())
+        h.update(path.relative_to(REPO).as_posix().encode() + b"\0" + _content(path))
     return h.hexdigest()[:12]
 
 
@@ -180,7 +187,7 @@ def controller_image(log: bool = True) -> Image:
                 for path in [DOCKERFILE, *files]:
                     target = Path(context) / path.relative_to(REPO)
                     target.parent.mkdir(parents=True, exist_ok=True)
-                    shutil.copy2(path, target)
+                    shutil.copy2(path, target, follow_symlinks=False)
                 # The build reaches the package index as this machine does (its trust store,
                 # which may hold a proxy's CA) without that store entering the image.
                 # No layer cache: with vfs each cached layer is a whole copy of the root

@@ -1,0 +1,1 @@
+../../../oneclick/__init__.py
