@@ -301,6 +301,10 @@ class LaunchPhase(StrEnum):
         return self in (LaunchPhase.FAILED, LaunchPhase.EXPIRED)
 
 
+# Where a user's wait for a launch ends: it is Ready, or it has ended.
+SETTLED_PHASES = (LaunchPhase.READY, LaunchPhase.FAILED, LaunchPhase.EXPIRED)
+
+
 class LaunchCondition(StrEnum):
     """The types of a launch's conditions."""
 

@@ -29,8 +29,6 @@ from oneclick.cli.terminal import safe
 from oneclick.kits.kube import JSON, resource_path
 from oneclick.kits.resources import custom_path
 
-TERMINAL = ("Ready", "Failed", "Expired")
-
 
 def out(text: str) -> None:
     click.echo(safe(text))  # members' own text: no escape sequences

@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 
 from oneclick.api.conditions import condition_of
+from oneclick.api.launch import SETTLED_PHASES
 from oneclick.cli import known_hosts, progress, times
 from oneclick.cli.documents import DocumentError, load
 from oneclick.cli.follow import Followed, until_changed
@@ -29,7 +30,6 @@ from oneclick.kits.kube import JSON, ApiError
 from oneclick.kits.resources import custom_path
 
 KEY_FILES = ("id_ed25519.pub", "id_ecdsa.pub", "id_rsa.pub")
-TERMINAL_PHASES = ("Ready", "Failed", "Expired")
 
 
 def _user_keys(given: tuple[Path, ...]) -> list[str]:
@@ -83,7 +83,7 @@ async def follow(session: Session, name: str, history: History, known_hosts_file
                     stage = "contextualized"
                     display.line("\nWaiting for context broker updates.")
                     continue
-                if stage == "contextualized" and phase in TERMINAL_PHASES:
+                if stage == "contextualized" and phase in SETTLED_PHASES:
                     break
                 if time.monotonic() > deadline:
                     raise click.ClickException(f"gave up waiting for {name} (still {phase}); "

@@ -1,72 +1,46 @@
-"""The broker's HTTPS endpoints: identity, context (long poll) and report.
+"""The broker's HTTPS endpoints: identity, context (long poll), report and the agent file.
 
-Every request is authenticated by the member's bootstrap token alone (looked up by its hash,
-compared in constant time) and must say which member it speaks for; every accepted identity
-and report is in the member's status before the answer goes out.
+Every request is authenticated first (`auth`: the member's bootstrap token, the member it
+names); its body is read strictly (`bodies`); every accepted identity and report is in the
+member's status before the answer goes out.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import hashlib
-import json
 import logging
 import ssl
 import time
 from collections.abc import Awaitable, Callable, Iterator
-from typing import Any, TypeVar
 
 from aiohttp import web
-from pydantic import BaseModel, ValidationError
 
 from oneclick import __version__
-from oneclick.api import errors
-from oneclick.api.launch import FailurePolicy, LaunchPhase
-from oneclick.api.member import MemberPhase
-from oneclick.api.protocol import PROTOCOL_HEADER, PROTOCOL_VERSION, Identity, Pending, Report
+from oneclick.api.protocol import PROTOCOL_VERSION, Identity, Pending, Report
 from oneclick.controller import metrics
-from oneclick.controller.broker import identity_rules, openapi, tokens
+from oneclick.controller.broker import identity_rules, openapi
 from oneclick.controller.broker.agent_file import AgentFile
+from oneclick.controller.broker.auth import Authenticator
+from oneclick.controller.broker.bodies import BODY_LIMIT, read_body
 from oneclick.controller.broker.context import ContextBuilder, DataUnavailable, LaunchGone
 from oneclick.controller.broker.domains import Domains
 from oneclick.controller.broker.hearing import Hearing
 from oneclick.controller.broker.limits import Limits
 from oneclick.controller.broker.listener import GatedTLSSite
 from oneclick.controller.broker.member_status import member_status
-from oneclick.controller.cache import Key, LaunchCache, LaunchRecord, MemberRecord
+from oneclick.controller.broker.problem import RETRY_AFTER, Problem
+from oneclick.controller.cache import Key, LaunchCache, MemberRecord
 from oneclick.kits.kube import JSON, ApiError, Invalid, KubeClient
 from oneclick.kits.resources import apply_body, custom_path
 
 logger = logging.getLogger(__name__)
 
 FIELD_MANAGER = "occ-broker"
-MEMBER_HEADER = "OneClick-Member"
-BODY_LIMIT = 64 * 1024
-BODY_TIMEOUT = 10.0
 MAX_WAIT = 60.0
 IDENTITY_CHANGES = 20  # per member, over its life: each one is a status write of up to 64 KiB
-RETRY_AFTER = "2"
 
-Model = TypeVar("Model", bound=BaseModel)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-class Problem(Exception):
-    """An answer other than success, with a message that says what to change."""
-
-    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
-        super().__init__(message)
-        self.status, self.message, self.headers = status, message, headers or {}
-
-    def response(self) -> web.Response:
-        response = web.json_response({"status": self.status, "message": self.message},
-                                     status=self.status, headers=self.headers)
-        if self.status == 413:
-            # The body was refused unread: what is left of it on the connection is no
-            # request head, so the connection ends here instead of being read as one.
-            response.force_close()
-        return response
 
 
 class Broker:
@@ -76,6 +50,7 @@ class Broker:
         self._kube, self._cache = kube, cache
         self.agent_file = agent_file or AgentFile(None)
         self.hearing = hearing or Hearing()
+        self._auth = Authenticator(cache, self.hearing)
         self._context = ContextBuilder(cache, kube, domains)
         # names no two members share, each under its launch's domain
         self._claims = identity_rules.LaunchClaims(cache, domains)
@@ -115,58 +90,9 @@ class Broker:
         metrics.BROKER_REQUESTS.labels(endpoint, str(response.status)).inc()
         return response
 
-    async def _member(self, request: web.Request) -> MemberRecord:
-        spoken = request.headers.get(PROTOCOL_HEADER, str(PROTOCOL_VERSION))
-        if spoken != str(PROTOCOL_VERSION):
-            agent = request.headers.get("User-Agent", "an agent")
-            raise Problem(400, f"this broker (oneclick {__version__}) speaks protocol "
-                               f"{PROTOCOL_VERSION}; {errors.quoted(agent)} speaks protocol "
-                               f"{errors.quoted(spoken)}: run an agent of the controller's "
-                               "version")
-        header = request.headers.get("Authorization", "")
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            raise Problem(401, "a bootstrap token is required (Authorization: Bearer ...)",
-                          {"WWW-Authenticate": "Bearer"})
-        if not self._cache.synced.is_set():
-            raise Problem(503, "the broker is starting; retry", {"Retry-After": RETRY_AFTER})
-        token = token.strip()
-        record = self._cache.member_by_token_hash(tokens.token_hash(token))
-        if record is None or record.token_hash is None or not tokens.matches(
-                token, record.token_hash):
-            raise Problem(401, "unknown or revoked bootstrap token",
-                          {"WWW-Authenticate": 'Bearer error="invalid_token"'})
-        self._refuse_revoked(record)
-        claimed = request.headers.get(MEMBER_HEADER, "")
-        namespace, cluster, member = [*claimed.split("/"), "", ""][:3]
-        if not claimed:
-            raise Problem(400, f"the {MEMBER_HEADER} header (namespace/cluster/member) is "
-                               "required")
-        if (namespace, cluster) != record.cluster_key:
-            raise Problem(403, f"this token is not valid for cluster {namespace}/{cluster}")
-        if member != record.name:
-            raise Problem(403, f"this token is not valid for member {member}")
-        self.hearing.heard(record.uid)
-        return record
-
     def close(self) -> None:
         """Answer every long poll now and hold no new one (before the server stops)."""
         self._context.close()
-
-    def _refuse_revoked(self, record: MemberRecord) -> None:
-        """A token dies with its member's instance: once the member is terminating or gone,
-        or its launch is (deleted, expired, failed and backed out)."""
-        why = revoked(record, self._cache.launches.get(record.cluster_key))
-        if why is not None:
-            raise _revoked(why)
-
-    def _current(self, record: MemberRecord) -> MemberRecord:
-        """The member as the cache knows it now (after an await), its token still valid."""
-        current = self._cache.members.get((record.namespace, record.name))
-        if current is None or current.token_hash != record.token_hash:
-            raise _revoked(f"member {record.name} no longer exists")
-        self._refuse_revoked(current)
-        return current
 
     @contextlib.contextmanager
     def _one_write(self, record: MemberRecord) -> Iterator[None]:
@@ -182,26 +108,6 @@ class Broker:
         finally:
             self._writing.discard(key)
 
-    async def _body(self, request: web.Request, model: type[Model]) -> Model:
-        if request.content_length is not None and request.content_length > BODY_LIMIT:
-            raise Problem(413, f"the body is larger than {BODY_LIMIT} bytes")
-        try:
-            raw = await asyncio.wait_for(request.read(), BODY_TIMEOUT)
-        except web.HTTPRequestEntityTooLarge as error:
-            raise Problem(413, f"the body is larger than {BODY_LIMIT} bytes") from error
-        except TimeoutError as error:
-            raise Problem(408, f"the body did not arrive within {BODY_TIMEOUT:.0f}s") from error
-        try:
-            data = json.loads(raw)
-            # A lone surrogate (\ud800) parses, but is no character: nothing could store it.
-            json.dumps(data, ensure_ascii=False).encode()
-        except ValueError as error:
-            raise Problem(400, f"the body is not valid JSON: {error}") from error
-        try:
-            return model.model_validate(data)
-        except ValidationError as error:  # JSON, but not what the schema says: 422
-            raise Problem(422, f"invalid {model.__name__}: {errors.describe(error)}") from error
-
     async def _store(self, record: MemberRecord, status: JSON) -> None:
         """Write the broker's part of a member's status; the cache sees it at once."""
         path = custom_path("LaunchMember", record.namespace, record.name, "status")
@@ -211,9 +117,9 @@ class Broker:
     # -- endpoints ------------------------------------------------------------------------
 
     async def identity(self, request: web.Request) -> web.Response:
-        record = await self._member(request)
-        identity = (await self._body(request, Identity)).wire()
-        record = self._current(record)
+        record = self._auth.member(request)
+        identity = (await read_body(request, Identity)).wire()
+        record = self._auth.current(record)
         if record.identity == identity:  # a retry: nothing to write
             return web.json_response({"stored": True})
         if record.report is not None:
@@ -236,7 +142,7 @@ class Broker:
         return web.json_response({"stored": True})
 
     async def context(self, request: web.Request) -> web.StreamResponse:
-        record = await self._member(request)
+        record = self._auth.member(request)
         try:
             wait = float(request.query.get("wait", "0"))
         except ValueError as error:
@@ -269,7 +175,7 @@ class Broker:
                 return self._pending(answer)
             await self._context.wait_complete(record, remaining)
             # The member may have changed too (deleted, token revoked): look it up again.
-            record = self._current(record)
+            record = self._auth.current(record)
 
     async def _follow(self, request: web.Request, record: MemberRecord, known: str,
                       deadline: float) -> web.StreamResponse:
@@ -285,7 +191,7 @@ class Broker:
             if remaining <= 0 or self._context.closing:
                 return web.Response(status=304, headers={"ETag": known})
             await self._context.wait_changed(record, remaining, seen)
-            record = self._current(record)
+            record = self._auth.current(record)
 
     @staticmethod
     async def _send_context(request: web.Request, body: bytes) -> web.StreamResponse:
@@ -304,9 +210,9 @@ class Broker:
         return web.json_response(pending.wire(), status=202, headers={"Retry-After": RETRY_AFTER})
 
     async def report(self, request: web.Request) -> web.Response:
-        record = await self._member(request)
-        report = (await self._body(request, Report)).wire()
-        record = self._current(record)
+        record = self._auth.member(request)
+        report = (await read_body(request, Report)).wire()
+        record = self._auth.current(record)
         if record.report is not None:
             if record.report == report:  # a retry of a report that was stored
                 return web.json_response({"stored": True})
@@ -320,7 +226,7 @@ class Broker:
     async def agent(self, request: web.Request) -> web.Response:
         """The agent as one file, for a member whose image has none (its token opens it, as
         every endpoint); Content-Digest carries its SHA-256 to check before running it."""
-        await self._member(request)
+        self._auth.member(request)
         try:
             served = self.agent_file.current()  # (read and hashed once per change of the file)
         except LookupError as error:
@@ -352,28 +258,6 @@ def context_version(body: bytes) -> str:
     return '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
 
 
-def _revoked(why: str) -> Problem:
-    return Problem(401, f"this bootstrap token is revoked: {why}",
-                   {"WWW-Authenticate": 'Bearer error="invalid_token"'})
-
-
-def revoked(member: MemberRecord, launch: LaunchRecord | None) -> str | None:
-    """Why the member's token no longer opens anything, or None while it does. A member that
-    reported keeps reading its context while its launch lives (a re-run after a scale-up)."""
-    if member.deleting:
-        return f"member {member.name} is being deleted"
-    if member.status.get("phase") == MemberPhase.TERMINATED:
-        return f"member {member.name} was terminated"
-    if launch is None or launch.deleting:
-        return f"launch {member.cluster} is gone"
-    phase = (launch.obj.get("status") or {}).get("phase")
-    if phase == LaunchPhase.EXPIRED:
-        return f"launch {member.cluster} expired"
-    if phase == LaunchPhase.FAILED and launch.spec.on_failure != FailurePolicy.KEEP:
-        return f"launch {member.cluster} failed and its instances were terminated"
-    return None
-
-
 def bound_port(runner: web.AppRunner) -> int:
     """The port actually bound (useful when asked for port 0)."""
     for address in runner.addresses:
@@ -382,5 +266,3 @@ def bound_port(runner: web.AppRunner) -> int:
             return port
     raise RuntimeError("the broker is not listening")
 
-
-__all__: list[Any] = ["Broker", "Problem", "bound_port", "serve"]
