@@ -1,9 +1,13 @@
 """Where the bootstrap comes from: a file, cloud-init's copy of the user data, or the cloud's
-metadata service (EC2's IMDSv2 first, then OpenStack's)."""
+metadata service (EC2's IMDSv2 first, then OpenStack's). Each holds the bootstrap's JSON, or
+the cloud-config the controller renders (`#cloud-config`, then JSON: YAML reads it as cloud-init
+does, and so does the agent without a YAML parser), whose write_files entry for
+BOOTSTRAP_FILE carries it."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 
 import httpx
@@ -13,13 +17,47 @@ from oneclick.api.protocol import Bootstrap
 
 USER_DATA_FILES = ("var/lib/cloud/instance/user-data.txt",)
 METADATA_URL = "http://169.254.169.254"
+# Where the cloud-config writes the bootstrap (root's only, 0600), and its first line.
+BOOTSTRAP_FILE = "/var/lib/oneclick/bootstrap.json"
+CLOUD_CONFIG = "#cloud-config"
+USER_DATA_LIMIT = 1024 * 1024  # far above any cloud's (EC2's: 16 KiB); more is not ours
 
 
 class BootstrapNotFound(Exception):
     """No bootstrap anywhere; the message lists every place that was tried."""
 
 
+def from_cloud_config(text: str, source: str) -> str:
+    """The bootstrap's JSON out of a cloud-config as the controller renders it: the content of
+    its one write_files entry for BOOTSTRAP_FILE (plain text)."""
+    _, _, body = text.partition("\n")
+    try:
+        config = json.loads(body)
+    except ValueError as error:
+        raise BootstrapNotFound(
+            f"{source} is a cloud-config the agent cannot read: the controller renders it as "
+            f"JSON after its first line ({error})") from error
+    files = config.get("write_files") if isinstance(config, dict) else None
+    found = [entry for entry in files if isinstance(entry, dict)
+             and entry.get("path") == BOOTSTRAP_FILE] if isinstance(files, list) else []
+    if len(found) != 1:
+        raise BootstrapNotFound(f"{source} is a cloud-config without a OneClick bootstrap "
+                                f"(one write_files entry for {BOOTSTRAP_FILE})"
+                                if not found else f"{source} writes {BOOTSTRAP_FILE} "
+                                f"{len(found)} times: which one is the bootstrap?")
+    content, encoding = found[0].get("content"), found[0].get("encoding", "text/plain")
+    if not isinstance(content, str) or encoding != "text/plain":
+        raise BootstrapNotFound(f"{source}: the write_files entry for {BOOTSTRAP_FILE} is not "
+                                "plain text")
+    return content
+
+
 def parse(text: str, source: str) -> Bootstrap:
+    if len(text) > USER_DATA_LIMIT:
+        raise BootstrapNotFound(f"{source} is not a OneClick bootstrap: over "
+                                f"{USER_DATA_LIMIT} characters")
+    if text.startswith(CLOUD_CONFIG + "\n"):
+        text = from_cloud_config(text, source)
     try:
         return Bootstrap.model_validate_json(text)
     except ValidationError as error:

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from oneclick.agent.bootstrap import parse
 from oneclick.api import API_VERSION
 from oneclick.controller.providers.claims import HOST, PROVIDER_LABEL, UNUSABLE
 from oneclick.controller.providers.local import network
@@ -391,7 +392,7 @@ def test_a_machine_follows_a_broker_that_moved_for_good(
     wait_until(lambda: members(kubeconfig, namespace, name)[0]["status"].get("brokerUrl") == new,
                timeout=60, what="the member's bootstrap handed over again")
     bootstrap = lab.ssh(address, "cat /var/lib/oneclick/provider/bootstrap.json")
-    assert json.loads(bootstrap.stdout)["brokerUrl"] == new, bootstrap.stderr
+    assert parse(bootstrap.stdout, "the host's bootstrap").broker_url == new, bootstrap.stderr
 
     kubectl(kubeconfig, "create", "secret", "generic", "go", "-n", namespace,
             "--from-literal=go=now")

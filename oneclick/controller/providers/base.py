@@ -32,7 +32,7 @@ class LaunchRequest:
     index: int
     image: str
     size: str | None
-    user_data: str  # the bootstrap (JSON); the one secret the instance receives
+    user_data: str  # a cloud-config with the bootstrap (userdata.render); the one secret it gets
 
 
 @dataclass(frozen=True)

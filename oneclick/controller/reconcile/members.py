@@ -17,7 +17,13 @@ from oneclick.api.times import format_time
 from oneclick.controller import metrics
 from oneclick.controller.broker import tokens
 from oneclick.controller.cache import LaunchRecord, MemberRecord
-from oneclick.controller.providers import Instance, InstanceState, LaunchRequest, ProviderError
+from oneclick.controller.providers import (
+    Instance,
+    InstanceState,
+    LaunchRequest,
+    ProviderError,
+    userdata,
+)
 from oneclick.controller.runtime import Runtime
 from oneclick.kits.kube import JSON, ApiError, Conflict, Invalid, NotFound
 from oneclick.kits.resources import apply_body, custom_path
@@ -99,7 +105,7 @@ async def launch_member(rt: Runtime, member: MemberRecord) -> None:
             idempotency_key=member.uid, namespace=member.namespace, cluster=member.cluster,
             member=member.name, role=member.role, index=member.index,
             image=member.spec["image"], size=member.spec.get("size"),
-            user_data=bootstrap.model_dump_json(by_alias=True))
+            user_data=userdata.render(bootstrap))
         instance = await provider.launch(request)
     except ProviderError as error:
         metrics.PROVIDER_CALLS.labels(provider_name, "launch", "error").inc()

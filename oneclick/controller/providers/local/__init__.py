@@ -11,6 +11,13 @@ directory named by its idempotency key, so a relaunch after a crash finds what i
   started included, lives in its network namespace: terminating the member ends them all.
 - Without root, each member is an agent process with its own loopback address (127.213.x.y)
   and root directory; `limitations()` says what that mode cannot offer.
+
+A member's user data (the cloud-config of providers.userdata) is handled as cloud-init would:
+kept as the member's /var/lib/cloud/instance/user-data.txt, its files (the bootstrap, occ-boot)
+written. Then its boot runs this environment's occ-agent, as on an image that has the agent;
+an image whose `image.json` says `{"boot": "cloud-config"}` has no agent at all: its boot runs
+the cloud-config's occ-boot with the member's own python3 (Debian's, `"python"` names another),
+which fetches the agent from the broker, checks its digest and runs it (root's namespaces only).
 """
 
 from __future__ import annotations
@@ -25,7 +32,9 @@ import subprocess
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
+from oneclick.controller.providers import userdata
 from oneclick.controller.providers.base import Instance, InstanceState, LaunchRequest, ProviderError
 from oneclick.controller.providers.local import boot, network
 from oneclick.kits.processes import running as _alive
@@ -33,6 +42,13 @@ from oneclick.kits.processes import running as _alive
 # Its members' FQDNs are <hostname>.oneclick.local unless their launch names a domain (the
 # agent takes it from its bootstrap).
 DOMAIN = "oneclick.local"
+# An image's properties for this provider: the file at the top of its folder (not copied into
+# its members' roots).
+IMAGE_PROPERTIES = "image.json"
+STOCK_PYTHON = "/usr/bin/python3"
+# Where cloud-init keeps the user data, and the folder the cloud-config may write to here.
+USER_DATA = "var/lib/cloud/instance/user-data.txt"
+WRITABLE = "/var/lib/oneclick/"
 
 
 @dataclass
@@ -44,6 +60,7 @@ class InstanceRecord:
     address: str
     namespaced: bool
     pid: int | None = None
+    python: str = ""  # an image with no agent: its boot runs occ-boot with this interpreter
 
 
 def default_images_dir() -> Path:
@@ -137,12 +154,7 @@ class LocalProvider:
         directory = next((d for d, r in self.records() if r.id == instance_id), None)
         if directory is None:
             raise ProviderError(f"no local instance {instance_id}")
-        bootstrap = directory / "root" / "var" / "lib" / "oneclick" / "bootstrap.json"
-        tmp = bootstrap.with_name("bootstrap.json.new")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as out:
-            out.write(user_data)
-        tmp.rename(bootstrap)
+        _user_data(directory / "root", user_data)
 
     # -- instances on disk ----------------------------------------------------------------
 
@@ -195,14 +207,14 @@ class LocalProvider:
         hostname = request.member.replace(".", "-")[:63].strip("-")
         (root / "etc").mkdir(exist_ok=True)
         (root / "etc" / "hostname").write_text(hostname + "\n")
-        bootstrap = root / "var" / "lib" / "oneclick" / "bootstrap.json"
-        bootstrap.parent.mkdir(parents=True, exist_ok=True)
-        bootstrap.touch(mode=0o600)
-        bootstrap.write_text(request.user_data)
+        properties = self._properties(image)
+        (root / IMAGE_PROPERTIES).unlink(missing_ok=True)
+        _user_data(root, request.user_data)
         record = InstanceRecord(
             id=f"local-{request.idempotency_key.replace('-', '')[:12]}",
             namespace=request.namespace, member=request.member, hostname=hostname,
             address=self._free_address(directory), namespaced=self.namespaced,
+            python=properties["python"] if properties["boot"] == "cloud-config" else "",
         )
         self._save(directory, record)
         return record
@@ -223,11 +235,43 @@ class LocalProvider:
                                 permanent=True)
         return resolved  # (copied from where it was checked, not through the link again)
 
+    def _properties(self, image: Path) -> dict[str, Any]:
+        """The image's image.json, checked: `boot` ("agent", the default: this environment's
+        occ-agent; "cloud-config": the member has no agent, occ-boot fetches it) and `python`
+        (the member's interpreter for occ-boot, an absolute path)."""
+        path = image / IMAGE_PROPERTIES
+        if not path.is_file():
+            return {"boot": "agent", "python": STOCK_PYTHON}
+        try:
+            properties = json.loads(path.read_text())
+        except (OSError, ValueError) as error:
+            raise ProviderError(f"{path}: {error}", permanent=True) from error
+        if not isinstance(properties, dict) or set(properties) - {"boot", "python"}:
+            raise ProviderError(f"{path} holds an object with `boot` and `python` only",
+                                permanent=True)
+        properties = {"boot": "agent", "python": STOCK_PYTHON, **properties}
+        python = properties["python"]
+        if properties["boot"] not in ("agent", "cloud-config"):
+            raise ProviderError(f"{path}: boot is \"agent\" or \"cloud-config\"",
+                                permanent=True)
+        if (not isinstance(python, str) or not python.startswith("/") or len(python) > 255
+                or not python.isprintable() or any(c.isspace() for c in python)):
+            raise ProviderError(f"{path}: python is an absolute path", permanent=True)
+        if properties["boot"] == "cloud-config" and not self.namespaced:
+            raise ProviderError(f"image {image.name!r} boots from its cloud-config, as root "
+                                "would on the member: that needs the local provider's "
+                                "namespaces (run the controller as root)", permanent=True)
+        return properties
+
     async def _boot(self, directory: Path, record: InstanceRecord) -> None:
         root = directory / "root"
+        # The member's own interpreter runs what its cloud-config wrote, nothing of this
+        # environment's around it (a stock machine has none of it).
+        agent = (["env", "-i", "PATH=/usr/sbin:/usr/bin:/sbin:/bin", record.python, "-I",
+                  userdata.BOOT_SCRIPT] if record.python else [self._agent])
         init = boot.init_script(
             namespaced=record.namespaced, member=record.member, hostname=record.hostname,
-            address=record.address, root=root, agent=self._agent, instance=record.id,
+            address=record.address, root=root, agent=agent, instance=record.id,
             sshd=self._sshd() if record.namespaced else "")
         if record.namespaced:
             netns = await network.attach(record.id, record.address)
@@ -280,6 +324,37 @@ class LocalProvider:
             await network.detach(record.id)
         network.release(record.address, directory)
         _remove(directory, Path(f"/run/oneclick/{record.id}"))
+
+
+def _user_data(root: Path, user_data: str) -> None:
+    """What cloud-init does with the member's user data: keep it (root's only) and write the
+    files its cloud-config says (here only under /var/lib/oneclick/, each replaced whole: an
+    agent never reads half of one). User data that is no cloud-config is the bootstrap."""
+    written: dict[str, tuple[str, int]] = {"/var/lib/oneclick/bootstrap.json": (user_data, 0o600)}
+    if user_data.startswith(userdata.CLOUD_CONFIG + "\n"):
+        try:
+            written = userdata.files(user_data)
+        except (ValueError, KeyError, TypeError, AttributeError) as error:
+            raise ProviderError(f"the member's cloud-config cannot be read: {error}",
+                                permanent=True) from error
+    for path in written:
+        if not path.startswith(WRITABLE) or "/." in path or "//" in path:
+            raise ProviderError(f"the member's cloud-config writes {path}: the local provider "
+                                f"writes under {WRITABLE} only", permanent=True)
+    if user_data.startswith(userdata.CLOUD_CONFIG + "\n"):
+        _write(root / USER_DATA, user_data, 0o600)
+    for path, (content, mode) in written.items():
+        _write(root / path.lstrip("/"), content, mode & 0o700)
+
+
+def _write(path: Path, content: str, mode: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".new")
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
+    with os.fdopen(fd, "w") as out:
+        out.write(content)
+    tmp.rename(path)
 
 
 def _remove(directory: Path, staging: Path) -> None:

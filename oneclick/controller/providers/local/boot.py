@@ -99,11 +99,12 @@ def agent_paths() -> list[str]:
 
 
 def init_script(*, namespaced: bool, member: str, hostname: str, address: str, root: Path,
-                agent: str, instance: str, sshd: str) -> str:
-    """The member's init: in its own namespaces (as root), or as a loopback member."""
+                agent: list[str], instance: str, sshd: str) -> str:
+    """The member's init: in its own namespaces (as root), or as a loopback member. `agent`
+    is the command that runs the agent (occ-agent, or the member's python3 with occ-boot)."""
     values = {k: shlex.quote(v) for k, v in {
-        "member": member, "hostname": hostname, "address": address, "root": str(root),
-        "agent": agent}.items()}
+        "member": member, "hostname": hostname, "address": address, "root": str(root)}.items()}
+    values["agent"] = shlex.join(agent)
     if not namespaced:
         return LOOPBACK_INIT.format(**values)
     return NAMESPACED_INIT.format(sshd=sshd, id=instance, etc_work=ETC_WORK,

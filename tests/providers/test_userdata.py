@@ -1,0 +1,119 @@
+"""The user data every provider hands a member: one cloud-config that cloud-init's own schema
+accepts, from which the agent (without a YAML parser) and the local provider (as cloud-init)
+take the bootstrap; anything else in its place is refused, saying why."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from oneclick.agent.bootstrap import BootstrapNotFound, parse, read
+from oneclick.api.protocol import Bootstrap
+from oneclick.controller.providers import ProviderError, userdata
+from oneclick.controller.providers.local import _user_data
+
+
+@pytest.fixture(scope="module")
+def ca_pem() -> str:
+    return subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:4096", "-nodes", "-keyout", "/dev/null",
+         "-subj", "/CN=oneclick broker CA", "-days", "1"],
+        capture_output=True, text=True, check=True).stdout
+
+
+@pytest.fixture
+def bootstrap(ca_pem: str) -> Bootstrap:
+    return Bootstrap(broker_url="https://10.213.0.1:8443", ca_cert=ca_pem, namespace="ns",
+                     cluster="c", member="c-head-node-0", token="T" * 43,
+                     domain="oneclick.local", agent_sha256="ab" * 32)
+
+
+def check_schema(path: Path) -> None:
+    """Debian's cloud-init (hack/bootstrap installs it) on a file of user data."""
+    checked = subprocess.run(["cloud-init", "schema", "--config-file", str(path)],
+                             capture_output=True, text=True, check=False)
+    assert checked.returncode == 0 and "Valid cloud-config" in checked.stdout, (
+        checked.stdout + checked.stderr)
+
+
+def test_cloud_init_accepts_the_user_data_and_reads_what_the_agent_reads(
+    bootstrap: Bootstrap, tmp_path: Path,
+) -> None:
+    rendered = userdata.render(bootstrap)
+    assert len(rendered.encode()) < userdata.USER_DATA_LIMIT  # (a 4096-bit RSA CA in it)
+    path = tmp_path / "user-data"
+    path.write_text(rendered)
+    check_schema(path)
+    # What cloud-init makes of it (YAML) is what the agent takes (JSON, no YAML parser).
+    config = yaml.safe_load(rendered)
+    [written] = [f for f in config["write_files"] if f["path"] == userdata.BOOTSTRAP_FILE]
+    assert written["permissions"] == "0600" and written["owner"] == "root:root"
+    assert Bootstrap.model_validate_json(written["content"]) == bootstrap
+    assert parse(rendered, "user data") == bootstrap
+    # cloud-init keeps it as user-data.txt, where the agent looks first.
+    kept = tmp_path / "var/lib/cloud/instance/user-data.txt"
+    kept.parent.mkdir(parents=True)
+    kept.write_text(rendered)
+    assert read(None, tmp_path, metadata_url="http://127.0.0.1:9") == bootstrap
+    # Its script is the one this package ships, run by the image's python3.
+    files = userdata.files(rendered)
+    script, mode = files[userdata.BOOT_SCRIPT]
+    assert mode == 0o700 and "def agent_from_broker" in script
+    assert config["runcmd"][0][:3] == ["python3", "-I", userdata.BOOT_SCRIPT]
+
+
+def test_a_bare_bootstrap_still_works(bootstrap: Bootstrap) -> None:
+    """What images with the agent were handed until now (and the ssh pools' hosts kept)."""
+    assert parse(bootstrap.model_dump_json(by_alias=True), "file") == bootstrap
+
+
+@pytest.mark.parametrize(("change", "says"), [
+    (lambda c: "#cloud-config\nwrite_files:\n  - path: x\n", "cannot read"),
+    (lambda c: c.replace(userdata.BOOTSTRAP_FILE, "/etc/elsewhere.json", 1),
+     "without a OneClick bootstrap"),
+    (lambda c: _config(c, lambda d: d["write_files"].append(d["write_files"][0])),
+     "2 times"),
+    (lambda c: _config(c, lambda d: d["write_files"][0].update(encoding="b64")),
+     "not plain text"),
+    (lambda c: _config(c, lambda d: d.update(write_files={"path": "x"})),
+     "without a OneClick bootstrap"),
+    (lambda c: "#cloud-config\n[1, 2]\n", "without a OneClick bootstrap"),
+    (lambda c: c + " " * 1024 * 1024, "over"),
+    (lambda c: _config(c, lambda d: d["write_files"][0].update(content='{"token": 1}')),
+     "not a OneClick bootstrap"),
+])
+def test_the_agent_refuses_user_data_that_is_not_ours(bootstrap: Bootstrap, change: object,
+                                                      says: str) -> None:
+    assert callable(change)
+    with pytest.raises(BootstrapNotFound) as refused:
+        parse(change(userdata.render(bootstrap)), "the user data")
+    assert says in str(refused.value) and "T" * 43 not in str(refused.value)
+
+
+def _config(rendered: str, edit: object) -> str:
+    assert callable(edit)
+    config = json.loads(rendered.partition("\n")[2])
+    edit(config)
+    return "#cloud-config\n" + json.dumps(config)
+
+
+def test_the_local_provider_writes_under_var_lib_oneclick_only(
+    bootstrap: Bootstrap, tmp_path: Path,
+) -> None:
+    rendered = userdata.render(bootstrap)
+    _user_data(tmp_path, rendered)
+    written = tmp_path / "var/lib/oneclick/bootstrap.json"
+    assert written.stat().st_mode & 0o777 == 0o600
+    assert Bootstrap.model_validate_json(written.read_text()) == bootstrap
+    assert (tmp_path / "var/lib/oneclick/occ-boot.py").stat().st_mode & 0o777 == 0o700
+    for path in ("/etc/passwd", "/var/lib/oneclick/../../../etc/passwd"):
+        hostile = _config(rendered, lambda d, p=path: d["write_files"].append(
+            {"path": p, "content": "x", "permissions": "0600"}))
+        with pytest.raises(ProviderError) as refused:
+            _user_data(tmp_path / "other", hostile)
+        assert refused.value.permanent and "under /var/lib/oneclick/ only" in str(refused.value)
+        assert not (tmp_path / "etc/passwd").exists() and not (tmp_path / "other").exists()
