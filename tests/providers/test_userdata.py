@@ -117,3 +117,27 @@ def test_the_local_provider_writes_under_var_lib_oneclick_only(
             _user_data(tmp_path / "other", hostile)
         assert refused.value.permanent and "under /var/lib/oneclick/ only" in str(refused.value)
         assert not (tmp_path / "etc/passwd").exists() and not (tmp_path / "other").exists()
+
+
+@pytest.mark.parametrize(("field", "value", "says"), [
+    ("brokerUrl", "http://10.213.0.1:8443", "brokerUrl is not an https:// address"),
+    ("brokerUrl", "https://user@evil.example", "brokerUrl is not an https:// address"),
+    ("token", "T" * 40 + "\r\nX-Evil: 1", "the token is malformed"),
+    ("member", "../../etc", "member is not a Kubernetes name"),
+    ("agentSha256", "0" * 63, "agentSha256 is not a SHA-256 in hex"),
+])
+def test_occ_boot_refuses_a_hostile_bootstrap_with_debians_python(
+    bootstrap: Bootstrap, tmp_path: Path, field: str, value: str, says: str,
+) -> None:
+    """Each field is checked before it goes into a URL or a header; nothing is fetched, the
+    token is never shown."""
+    script, _ = userdata.files(userdata.render(bootstrap))[userdata.BOOT_SCRIPT]
+    (tmp_path / "occ-boot.py").write_text(script)
+    hostile = {**bootstrap.wire(), field: value}
+    (tmp_path / "bootstrap.json").write_text(json.dumps(hostile))
+    ran = subprocess.run(["/usr/bin/python3", "-I", str(tmp_path / "occ-boot.py"),
+                          "--bootstrap", str(tmp_path / "bootstrap.json")],
+                         capture_output=True, text=True, check=False, timeout=60,
+                         env={"PATH": "/usr/bin:/bin"})
+    assert ran.returncode == 2 and says in ran.stderr, ran.stderr
+    assert bootstrap.token not in ran.stderr + ran.stdout

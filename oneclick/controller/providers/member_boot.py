@@ -55,7 +55,7 @@ def load(path: str) -> dict[str, Any]:
     if not isinstance(bootstrap, dict):
         raise Refused(f"{path} is not a OneClick bootstrap")
     url = bootstrap.get("brokerUrl")
-    if not isinstance(url, str) or not re.match(r"^https://[^\s/?#@]+$", url.rstrip("/")):
+    if not isinstance(url, str) or not re.match(r"^https://[^\s/?#@]+(/[^\s?#]*)?$", url):
         raise Refused(f"{path}: brokerUrl is not an https:// address")
     for field in ("namespace", "cluster", "member"):
         if not isinstance(bootstrap.get(field), str) or not NAME.match(bootstrap[field]):
@@ -70,11 +70,20 @@ def load(path: str) -> dict[str, Any]:
     return bootstrap
 
 
+class NoRedirects(urllib.request.HTTPRedirectHandler):
+    """The token goes to the bootstrap's broker only, never where an answer points."""
+
+    def redirect_request(self, *args: Any) -> None:
+        return None
+
+
 class Broker:
     def __init__(self, bootstrap: dict[str, Any]) -> None:
         self.base = bootstrap["brokerUrl"].rstrip("/")
         self.tls = ssl.create_default_context(cadata=bootstrap["caCert"])
         self.tls.minimum_version = ssl.TLSVersion.TLSv1_2
+        self.opener = urllib.request.build_opener(
+            NoRedirects, urllib.request.HTTPSHandler(context=self.tls))
         self.headers = {
             "Authorization": "Bearer " + bootstrap["token"],
             "OneClick-Member": "/".join(bootstrap[k] for k in ("namespace", "cluster",
@@ -91,8 +100,7 @@ class Broker:
         request = urllib.request.Request(self.base + path, data=data,  # noqa: S310
                                          headers=headers)
         try:
-            with urllib.request.urlopen(request, context=self.tls,  # noqa: S310
-                                        timeout=60) as answer:
+            with self.opener.open(request, timeout=60) as answer:
                 return answer.status, dict(answer.headers), answer.read(limit + 1)
         except urllib.error.HTTPError as error:
             return error.code, dict(error.headers), error.read(64 * 1024)
@@ -108,11 +116,13 @@ class Broker:
 
 
 def problem(body: bytes) -> str:
+    """The broker's message, one printable line."""
     try:
         message = json.loads(body).get("message")
     except (ValueError, AttributeError):
         message = None
-    return str(message)[:500] if message else body[:200].decode(errors="replace")
+    text = str(message)[:500] if message else body[:200].decode(errors="replace")
+    return "".join(c if c.isprintable() else "?" for c in text)
 
 
 def fetch(broker: Broker, deadline: float) -> tuple[bytes, str | None]:
@@ -180,7 +190,10 @@ def agent_from_broker(bootstrap: dict[str, Any], broker: Broker) -> str:
     if said is not None and said != f"sha-256=:{base64.b64encode(digest).decode()}:":
         raise Refused("agent digest mismatch: the agent fetched does not match the broker's "
                       "Content-Digest; refusing to run it")
-    return keep(body, want)
+    try:
+        return keep(body, want)
+    except OSError as error:
+        raise Refused(f"cannot keep the agent under {AGENTS}: {error}") from error
 
 
 def report(bootstrap: dict[str, Any], broker: Broker, message: str) -> None:
