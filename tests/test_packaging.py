@@ -10,9 +10,11 @@ import email.parser
 import os
 import subprocess
 import sys
+import sysconfig
 import tarfile
 import zipfile
 from collections.abc import Callable
+from importlib import metadata
 from pathlib import Path
 
 import pytest
@@ -187,6 +189,25 @@ def test_the_agent_alone_contextualizes_a_member_without_the_operators_libraries
     assert status["phase"] == "Ready" and status["report"]["ok"] is True, status
     assert "solo-0.oneclick.local" in (root / "etc" / "hosts").read_text()
     assert (root / "var" / "lib" / "oneclick" / "context.json").is_file()
+
+
+def test_the_checkouts_editable_install_is_the_whole_tree() -> None:
+    """What hack/bootstrap and CI install (`pip install -e '.[dev]'`): one distribution with
+    every module from the working tree and all four commands, needing no oneclick-agent."""
+    import oneclick.agent
+    import oneclick.controller
+
+    # (as installed in this environment: not an egg-info a build left in the checkout)
+    [here] = metadata.distributions(name="oneclick-clusters",
+                                    path=[sysconfig.get_paths()["purelib"]])
+    assert {e.name for e in here.entry_points if e.group == "console_scripts"} == {
+        "occ", "kubectl-occ", "occ-controller", "occ-agent"}
+    required = {r.split(">")[0].split("=")[0] for r in here.requires or []
+                if "extra ==" not in r}
+    assert {"pydantic", "httpx", "cryptography", "kopf"} <= required
+    assert "oneclick-agent" not in required
+    for package in (oneclick.agent, oneclick.controller):
+        assert Path(str(package.__file__)).is_relative_to(ROOT / "oneclick"), package.__file__
 
 
 def test_the_chart_deploys_the_version_of_the_package() -> None:
