@@ -1,4 +1,4 @@
-"""A launch's status as a pure function (`aggregate.compute_status`): from its spec, its
+"""A launch's status as a pure function (`launch_status.compute_status`): from its spec, its
 members as the cache has them and the time, the phase, the conditions, and whether its
 instances end now. No API server: each case is a moment of a launch's life."""
 
@@ -15,7 +15,7 @@ from oneclick.api.launch import ClusterLaunchSpec, FailurePolicy
 from oneclick.api.member import member_phase
 from oneclick.controller.broker.data import LaunchData
 from oneclick.controller.cache import MemberRecord
-from oneclick.controller.reconcile import aggregate, heard, requeue
+from oneclick.controller.reconcile import heard, launch_status, requeue
 
 CREATED = datetime.datetime(2026, 11, 26, 12, 0, tzinfo=datetime.UTC)
 SPEC = ClusterLaunchSpec.model_validate({"lifetime": "1h", "roles": [
@@ -35,6 +35,12 @@ def member(role: str, index: int, phase: str = "Running", *, launched: bool = Tr
                         cluster="c", role=role, index=index, resource_version="1",
                         identity=dict(IDENTITY) if identity or report else None,
                         report=report, conditions=conditions or [], status=status)
+
+
+def condition(type: str, status: str, reason: str, message: str = "",
+              at: datetime.datetime = CREATED) -> dict[str, Any]:
+    return {"type": type, "status": status, "reason": reason, "message": message,
+            "lastTransitionTime": at.strftime("%Y-%m-%dT%H:%M:%SZ")}
 
 
 def all_three(phase: str = "Running", **kwargs: Any) -> list[MemberRecord]:
@@ -80,6 +86,29 @@ CASES = {
                           reason="Expired"),
     "no such provider": Case([], 0.1, "Failed", reason="UnknownProvider",
                              unknown_provider="no provider named 'moon' is configured"),
+    "the provider refused a member": Case(
+        [member("head", 0, "Failed", launched=False, conditions=[condition(
+            "Launched", "False", "ProviderError", "no image named moon")]),
+         member("compute", 0), member("compute", 1)], 1, "Failed", terminate=True,
+        reason="LaunchFailed"),
+    "an instance died": Case(
+        [member("head", 0, "Failed", conditions=[
+            condition("Launched", "True", "ProviderAccepted"),
+            condition("Running", "False", "InstanceFailed", "its process exited")]),
+         member("compute", 0), member("compute", 1)], 2, "Failed", terminate=True,
+        reason="InstanceFailed"),
+    "contextualizing too long, nobody heard": Case(
+        all_three(), 20, "Failed", terminate=True, reason="BrokerUnreachable",
+        previous={"conditions": [condition("MembersRunning", "True", "AllRunning",
+                                           at=CREATED + datetime.timedelta(minutes=1))]}),
+    "contextualizing too long, one silent": Case(
+        [member("head", 0, "Ready", report=OK, conditions=[condition(
+            "IdentityProvided", "True", "AgentReported", at=CREATED + datetime.timedelta(
+                minutes=2))]),
+         member("compute", 0), member("compute", 1)], 20, "Failed", terminate=True,
+        reason="ContextualizationTimeout",
+        previous={"conditions": [condition("MembersRunning", "True", "AllRunning",
+                                           at=CREATED + datetime.timedelta(minutes=1))]}),
     "expired stays expired": Case(all_three("Terminated", report=OK), 90, "Expired",
                                   previous={"phase": "Expired"}),
 }
@@ -88,7 +117,7 @@ CASES = {
 @pytest.mark.parametrize("name", list(CASES))
 def test_the_status_of_a_launch_at(name: str) -> None:
     case = CASES[name]
-    outcome = aggregate.compute_status(aggregate.Observed(
+    outcome = launch_status.compute_status(launch_status.Observed(
         spec=case.spec, members=case.members, previous=case.previous, generation=1,
         created=CREATED, now=CREATED + datetime.timedelta(minutes=case.minutes),
         last_heard=heard.last_heard_by(None), started=CREATED,
@@ -97,7 +126,7 @@ def test_the_status_of_a_launch_at(name: str) -> None:
     assert status["phase"] == case.phase
     assert outcome.terminate is case.terminate
     conditions = {c["type"]: c for c in status["conditions"]}
-    if aggregate.ended(case.previous.get("phase")):  # nothing is decided again
+    if launch_status.ended(case.previous.get("phase")):  # nothing is decided again
         assert "Ready" not in conditions
         return
     assert conditions["Ready"]["status"] == case.ready
@@ -113,7 +142,7 @@ def test_the_status_of_a_launch_at(name: str) -> None:
 def test_the_counts_and_the_head_node() -> None:
     members = [member("head", 0, "Ready", report=OK), member("compute", 0, identity=True),
                member("compute", 1, "Launching", launched=False)]
-    status = aggregate.compute_status(aggregate.Observed(
+    status = launch_status.compute_status(launch_status.Observed(
         spec=SPEC, members=members, previous={}, generation=2, created=CREATED,
         now=CREATED + datetime.timedelta(minutes=1), last_heard=heard.last_heard_by(None),
         started=CREATED)).status.wire()
@@ -125,14 +154,14 @@ def test_the_counts_and_the_head_node() -> None:
 
 
 def test_data_withheld_is_said_and_data_not_read_leaves_the_condition_as_it_was() -> None:
-    seen = aggregate.Observed(
+    seen = launch_status.Observed(
         spec=SPEC, members=all_three(), previous={}, generation=1, created=CREATED,
         now=CREATED + datetime.timedelta(minutes=1), last_heard=heard.last_heard_by(None),
         started=CREATED, data=LaunchData(values={"gridmap": "x"}, problems={}))
-    delivered = aggregate.compute_status(seen).status.wire()
+    delivered = launch_status.compute_status(seen).status.wire()
     [condition] = [c for c in delivered["conditions"] if c["type"] == "DataDelivered"]
     assert condition["status"] == "True" and "1 data items" in condition["message"]
-    again = aggregate.compute_status(aggregate.Observed(**{
+    again = launch_status.compute_status(launch_status.Observed(**{
         **seen.__dict__, "previous": delivered, "data": None})).status.wire()
     assert [c for c in again["conditions"] if c["type"] == "DataDelivered"] == [condition]
 
@@ -143,7 +172,7 @@ def test_a_silent_member_is_named_while_the_launch_waits() -> None:
                member("compute", 0, conditions=[{"type": "Running", "status": "True",
                                                  "lastTransitionTime": since}]),
                member("compute", 1, "Ready", report=OK)]
-    status = aggregate.compute_status(aggregate.Observed(
+    status = launch_status.compute_status(launch_status.Observed(
         spec=SPEC, members=members, previous={}, generation=1, created=CREATED,
         now=CREATED + datetime.timedelta(minutes=3), last_heard=heard.last_heard_by(None),
         started=CREATED)).status.wire()
@@ -163,7 +192,7 @@ def test_a_silent_member_is_named_while_the_launch_waits() -> None:
 def test_a_launch_is_passed_again_when_time_alone_can_change_its_status(
         name: str, minutes: float, due: float | None) -> None:
     case = CASES[name]
-    outcome = aggregate.compute_status(aggregate.Observed(
+    outcome = launch_status.compute_status(launch_status.Observed(
         spec=case.spec, members=case.members, previous=case.previous, generation=1,
         created=CREATED, now=CREATED + datetime.timedelta(minutes=minutes),
         last_heard=heard.last_heard_by(None), started=CREATED,
@@ -195,7 +224,7 @@ def test_a_status_computed_again_from_itself_is_the_same_so_nothing_is_written(
     case = CASES[name]
 
     def at(minutes: float, previous: dict[str, Any]) -> dict[str, Any]:
-        return aggregate.compute_status(aggregate.Observed(
+        return launch_status.compute_status(launch_status.Observed(
             spec=case.spec, members=case.members, previous=previous, generation=1,
             created=CREATED, now=CREATED + datetime.timedelta(minutes=minutes),
             last_heard=heard.last_heard_by(None), started=CREATED)).status.wire()

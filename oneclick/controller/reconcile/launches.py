@@ -16,6 +16,7 @@ from typing import Any, cast
 
 import kopf
 
+from oneclick.api.conditions import condition_of
 from oneclick.api.launch import LaunchCondition, LaunchPhase, LaunchReason
 from oneclick.api.member import MemberPhase
 from oneclick.api.times import parse_time
@@ -23,7 +24,7 @@ from oneclick.controller import metrics
 from oneclick.controller.broker.data import DataUnavailable, LaunchData, read_data
 from oneclick.controller.cache import LaunchRecord, MemberRecord
 from oneclick.controller.providers import ProviderError
-from oneclick.controller.reconcile import aggregate, generated, heard, requeue
+from oneclick.controller.reconcile import generated, heard, launch_status, requeue
 from oneclick.controller.reconcile.members import (
     FIELD_MANAGER,
     create_member,
@@ -70,7 +71,7 @@ async def run(rt: Runtime, body: kopf.Body, stopped: kopf.DaemonStopped) -> None
 async def reconcile(rt: Runtime, body: JSON) -> float | None:
     """One pass, as Cluster API's controllers make one: the launch's phase picks what is done
     (`_reconcile_normal` while it lives; nothing once it has ended), the status is computed
-    from what is observed (`aggregate.compute_status`, no I/O), the instances end when it
+    from what is observed (`status.compute_status`, no I/O), the instances end when it
     says so, and the status is written once, when it changed (`_write_status`). Returns when
     the next pass is due if nothing happens (seconds; None: only on a change)."""
     launch = LaunchRecord.from_object(body)
@@ -78,12 +79,12 @@ async def reconcile(rt: Runtime, body: JSON) -> float | None:
     previous: JSON = dict(body.get("status") or {})
     phase = previous.get("phase")
     unknown, data = None, None
-    if not aggregate.ended(phase):
+    if not launch_status.ended(phase):
         unknown, data = await _reconcile_normal(rt, launch, phase)
     members = [m for m in rt.cache.members_of(key) if not m.deleting]
     now = datetime.datetime.now(datetime.UTC)
     created = parse_time(body["metadata"]["creationTimestamp"])
-    outcome = aggregate.compute_status(aggregate.Observed(
+    outcome = launch_status.compute_status(launch_status.Observed(
         spec=launch.spec, members=members, previous=previous,
         generation=body["metadata"].get("generation"), created=created, now=now,
         last_heard=heard.last_heard_by(rt.broker.hearing), started=rt.started,
@@ -114,7 +115,7 @@ async def _reconcile_normal(rt: Runtime, launch: LaunchRecord,
 
 
 async def _write_status(rt: Runtime, launch: LaunchRecord, body: JSON, previous: JSON,
-                        outcome: aggregate.Outcome, created: datetime.datetime,
+                        outcome: launch_status.Outcome, created: datetime.datetime,
                         now: datetime.datetime) -> None:
     """The status, applied when it differs from what the API server has, with the events of
     the conditions that just became true; the cache gets the written object at once."""
@@ -180,14 +181,14 @@ def _announce(body: JSON, old: JSON, new: JSON, created: datetime.datetime,
         if type == LaunchCondition.READY and running_since is not None:
             metrics.CONTEXTUALIZATION_SECONDS.observe((now - running_since).total_seconds())
     if new["phase"] == LaunchPhase.EXPIRED and old.get("phase") != LaunchPhase.EXPIRED:
-        last = new["conditions"][-1]["message"] if new["conditions"] else "expired"
-        kopf.event(target, type="Normal", reason=LaunchReason.EXPIRED, message=last)
+        why = condition_of(new, LaunchCondition.READY).get("message") or "expired"
+        kopf.event(target, type="Normal", reason=LaunchReason.EXPIRED, message=why)
 
 
 async def _converge_members(rt: Runtime, launch: LaunchRecord) -> None:
     members = {(m.role, m.index): m for m in rt.cache.members_of((launch.namespace,
                                                                    launch.name))}
-    desired = aggregate.desired_members(launch.spec)
+    desired = launch_status.desired_members(launch.spec)
     roles = {r.name: r for r in launch.spec.roles}
     for role, index in desired:
         if (role, index) not in members:

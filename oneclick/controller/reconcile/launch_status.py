@@ -1,6 +1,10 @@
 """A launch's status as a pure function of its spec, its members and the time: conditions first,
 the phase a summary of them (as the API conventions ask). `compute_status` is the whole of it:
-the reconciler gathers what it needs (`Observed`), and acts on what it returns (`Outcome`)."""
+the reconciler gathers what it needs (`Observed`), and acts on what it returns (`Outcome`).
+
+Each condition has a small function of its own (`members_launched`, `members_running`,
+`data_delivered`, `contextualized`); Ready and Failed come from one decision (`decide`: failed,
+expired, or on its way), as Cluster API's cluster status does."""
 
 from __future__ import annotations
 
@@ -31,6 +35,8 @@ from oneclick.controller.cache import MemberRecord
 from oneclick.controller.reconcile import heard, requeue
 from oneclick.kits.kube import JSON
 
+# Conditions are listed in the order of the enum: a launch's life, from launching to its end.
+_ORDER = {str(type): i for i, type in enumerate(LaunchCondition)}
 _DURATION = re.compile(r"(\d+)([hms])")
 _UNIT = {"h": 3600, "m": 60, "s": 1}
 
@@ -108,14 +114,88 @@ def _timed_out(limit: datetime.timedelta, members: list[MemberRecord],
                       "unreachable from them)" if never else ""))
 
 
-def data_delivered(found: LaunchData) -> tuple[bool, str, str]:
-    """The DataDelivered condition (status, reason, message): whether every data item a role
-    requires can be delivered, else why each withheld one is not."""
+@dataclass(frozen=True)
+class Verdict:
+    """One condition as this pass finds it: whether it holds, why, and what to tell the user."""
+
+    ok: bool
+    reason: str
+    message: str = ""
+
+
+def members_launched(counts: MemberCounts) -> Verdict:
+    done = counts.launched == counts.total
+    return Verdict(done, LaunchReason.ALL_LAUNCHED if done else LaunchReason.LAUNCHING,
+                   f"{counts.launched} of {counts.total} members launched")
+
+
+def members_running(counts: MemberCounts) -> Verdict:
+    done = counts.running == counts.total
+    return Verdict(done, LaunchReason.ALL_RUNNING if done else LaunchReason.BOOTING,
+                   f"{counts.running} of {counts.total} members running")
+
+
+def data_delivered(found: LaunchData) -> Verdict:
+    """Whether every data item a role requires can be delivered, else why each withheld one
+    is not."""
     if not found.problems:
-        return True, LaunchReason.DATA_AVAILABLE, (
-            f"{len(found.values)} data items available to the roles that require them")
+        return Verdict(True, LaunchReason.DATA_AVAILABLE,
+                       f"{len(found.values)} data items available to the roles that require "
+                       "them")
     problems = sorted(found.problems.values(), key=lambda p: p.item)
-    return False, problems[0].reason.value, "; ".join(p.message for p in problems)
+    return Verdict(False, problems[0].reason.value, "; ".join(p.message for p in problems))
+
+
+def contextualized(counts: MemberCounts, silent: list[heard.Silence]) -> Verdict:
+    done = counts.contextualized == counts.total
+    return Verdict(done, LaunchReason.ALL_REPORTED if done else LaunchReason.WAITING,
+                   f"{counts.contextualized} of {counts.total} members contextualized"
+                   + (f"; {heard.describe(silent)}" if silent else ""))
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What a launch that has not ended is now: its phase, whether its instances end now, and
+    its Ready and Failed conditions (Failed None: left as it is)."""
+
+    phase: LaunchPhase
+    terminate: bool
+    ready: Verdict
+    failed: Verdict | None
+
+
+def decide(seen: Observed, counts: MemberCounts, running_since: datetime.datetime | None,
+           expires: datetime.datetime) -> Decision:
+    """Failed (no provider for it, or a member's failure, or a timeout), Expired, or on its
+    way: Pending, Launching, Contextualizing, Ready."""
+    spec, now = seen.spec, seen.now
+    if seen.unknown_provider is not None:
+        why = seen.unknown_provider
+        return Decision(LaunchPhase.FAILED, False,
+                        ready=Verdict(False, LaunchReason.UNKNOWN_PROVIDER, why),
+                        failed=Verdict(True, LaunchReason.UNKNOWN_PROVIDER, why))
+    if now >= expires:
+        return Decision(LaunchPhase.EXPIRED, True, failed=None, ready=Verdict(
+            False, LaunchReason.EXPIRED, f"the launch's lifetime ended at "
+            f"{format_time(expires)}; every instance was terminated"))
+    failed = failure(spec, seen.members, seen.created, running_since, now, seen.last_heard)
+    if failed is not None:
+        terminate = spec.on_failure != FailurePolicy.KEEP
+        return Decision(LaunchPhase.FAILED, terminate,
+                        ready=Verdict(False, failed.reason, failed.message),
+                        failed=Verdict(True, failed.reason, failed.message + (
+                            "; every instance was terminated (reports are kept)"
+                            if terminate else "")))
+    done = counts.contextualized == counts.total
+    phase = (LaunchPhase.READY if done else
+             LaunchPhase.CONTEXTUALIZING if counts.running == counts.total else
+             LaunchPhase.LAUNCHING if seen.members else LaunchPhase.PENDING)
+    no_failure = find_condition(_conditions(seen.previous), LaunchCondition.FAILED) is None
+    return Decision(phase, False, ready=Verdict(
+        done, LaunchReason.CONTEXTUALIZED if done else LaunchReason.WAITING,
+        "every member is contextualized" if done else
+        f"{counts.contextualized} of {counts.total} members contextualized"),
+        failed=Verdict(False, LaunchReason.NO_FAILURE) if no_failure else None)
 
 
 def count(spec: ClusterLaunchSpec, members: list[MemberRecord]) -> MemberCounts:
@@ -177,76 +257,46 @@ class Outcome:
 
 
 def compute_status(seen: Observed) -> Outcome:
-    """The launch's status from what was observed; no I/O."""
-    status, spec, members, now = seen.previous, seen.spec, seen.members, seen.now
-    expires = seen.created + parse_duration(spec.lifetime)
-    conditions = [Condition.model_validate(c) for c in status.get("conditions", [])]
-    previous_phase = status.get("phase")
+    """The launch's status from what was observed; no I/O. Its conditions first, one function
+    each, then the phase that sums them up."""
+    previous_phase = seen.previous.get("phase")
     phase = LaunchPhase(previous_phase) if previous_phase else None
+    expires = seen.created + parse_duration(seen.spec.lifetime)
+    conditions = _conditions(seen.previous)
 
-    def put(type: LaunchCondition, ok: bool, reason: LaunchReason | str,
-            message: str = "") -> None:
+    def put(type: LaunchCondition, verdict: Verdict) -> None:
         nonlocal conditions
-        conditions = set_condition(conditions, type, ok, reason, message, seen.generation)
+        conditions = set_condition(conditions, type, verdict.ok, verdict.reason,
+                                   verdict.message, seen.generation)
 
-    counts = count(spec, members)
-    all_launched = counts.launched == counts.total
-    put(LaunchCondition.MEMBERS_LAUNCHED, all_launched,
-        LaunchReason.ALL_LAUNCHED if all_launched else LaunchReason.LAUNCHING,
-        f"{counts.launched} of {counts.total} members launched")
-    all_running = counts.running == counts.total
-    put(LaunchCondition.MEMBERS_RUNNING, all_running,
-        LaunchReason.ALL_RUNNING if all_running else LaunchReason.BOOTING,
-        f"{counts.running} of {counts.total} members running")
+    counts = count(seen.spec, seen.members)
+    put(LaunchCondition.MEMBERS_LAUNCHED, members_launched(counts))
+    put(LaunchCondition.MEMBERS_RUNNING, members_running(counts))
     running_since = _since(conditions, LaunchCondition.MEMBERS_RUNNING)
     if seen.data is not None:
-        put(LaunchCondition.DATA_DELIVERED, *data_delivered(seen.data))
-    done = counts.contextualized == counts.total
-    silent = [] if done or ended(phase) else heard.silences(
-        members, seen.last_heard, now, seen.started)
-    put(LaunchCondition.CONTEXTUALIZED, done,
-        LaunchReason.ALL_REPORTED if done else LaunchReason.WAITING,
-        f"{counts.contextualized} of {counts.total} members contextualized"
-        + (f"; {heard.describe(silent)}" if silent else ""))
+        put(LaunchCondition.DATA_DELIVERED, data_delivered(seen.data))
+    settled = counts.contextualized == counts.total or ended(phase)
+    put(LaunchCondition.CONTEXTUALIZED, contextualized(counts, [] if settled else heard.silences(
+        seen.members, seen.last_heard, seen.now, seen.started)))
 
     terminate = False
-    if not ended(phase):
-        if seen.unknown_provider is not None:
-            phase = LaunchPhase.FAILED
-            put(LaunchCondition.FAILED, True, LaunchReason.UNKNOWN_PROVIDER,
-                seen.unknown_provider)
-            put(LaunchCondition.READY, False, LaunchReason.UNKNOWN_PROVIDER,
-                seen.unknown_provider)
-        elif now >= expires:
-            phase, terminate = LaunchPhase.EXPIRED, True
-            put(LaunchCondition.READY, False, LaunchReason.EXPIRED, f"the launch's lifetime "
-                f"ended at {format_time(expires)}; every instance was terminated")
-        elif (failed := failure(spec, members, seen.created, running_since, now,
-                                seen.last_heard)) is not None:
-            phase = LaunchPhase.FAILED
-            terminate = spec.on_failure != FailurePolicy.KEEP
-            put(LaunchCondition.FAILED, True, failed.reason, failed.message + (
-                "; every instance was terminated (reports are kept)" if terminate else ""))
-            put(LaunchCondition.READY, False, failed.reason, failed.message)
-        else:
-            phase = (LaunchPhase.READY if done else LaunchPhase.CONTEXTUALIZING if all_running
-                     else LaunchPhase.LAUNCHING if members else LaunchPhase.PENDING)
-            put(LaunchCondition.READY, done,
-                LaunchReason.CONTEXTUALIZED if done else LaunchReason.WAITING,
-                "every member is contextualized" if done else
-                f"{counts.contextualized} of {counts.total} members contextualized")
-            if find_condition(conditions, LaunchCondition.FAILED) is None:
-                put(LaunchCondition.FAILED, False, LaunchReason.NO_FAILURE, "")
+    if not ended(phase):  # (once ended, nothing is decided again)
+        decision = decide(seen, counts, running_since, expires)
+        phase, terminate = decision.phase, decision.terminate
+        if decision.failed is not None:
+            put(LaunchCondition.FAILED, decision.failed)
+        put(LaunchCondition.READY, decision.ready)
 
-    ready_at = status.get("readyAt")
-    new = ClusterLaunchStatus(
-        phase=phase, conditions=conditions,
-        observed_generation=seen.generation, expires_at=expires, members=counts,
+    conditions.sort(key=lambda c: _ORDER.get(c.type, len(_ORDER)))
+    ready_at = seen.previous.get("readyAt")
+    status = ClusterLaunchStatus(
+        phase=phase, conditions=conditions, observed_generation=seen.generation,
+        expires_at=expires, members=counts,
         ready_members=f"{counts.contextualized}/{counts.total}",
-        head_node=head_node(spec, members),
+        head_node=head_node(seen.spec, seen.members),
         ready_at=parse_time(ready_at) if ready_at else (
-            now.replace(microsecond=0) if phase == LaunchPhase.READY else None))
-    return Outcome(new, terminate, running_since, next_pass(phase, expires, now))
+            seen.now.replace(microsecond=0) if phase == LaunchPhase.READY else None))
+    return Outcome(status, terminate, running_since, next_pass(phase, expires, seen.now))
 
 
 def next_pass(phase: str | None, expires: datetime.datetime,
@@ -259,6 +309,10 @@ def next_pass(phase: str | None, expires: datetime.datetime,
     if phase == LaunchPhase.READY:
         return min(max((expires - now).total_seconds(), 0.0), requeue.RESYNC)
     return requeue.ACTIVE
+
+
+def _conditions(status: JSON) -> list[Condition]:
+    return [Condition.model_validate(c) for c in status.get("conditions", [])]
 
 
 def _since(conditions: list[Condition], type: str) -> datetime.datetime | None:
