@@ -80,6 +80,8 @@ def test_stock_members_fetch_the_agent_from_the_broker_and_reach_ready(
         console = (root.parent / "console.log").read_text()
         assert f"occ-boot: running the agent {kept.relative_to(root).as_posix()}" in (
             console.replace("/var/lib", "var/lib")), console
+        # It unpacked into the member's own folder, as into a VM's own /var/cache.
+        assert list((root / "var/lib/oneclick/cache").glob("agent-*/.complete")), member
         user_data = root / "var/lib/cloud/instance/user-data.txt"
         assert user_data.stat().st_mode & 0o777 == 0o600
         bootstrap = Bootstrap.model_validate_json(

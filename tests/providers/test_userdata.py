@@ -5,7 +5,9 @@ take the bootstrap; anything else in its place is refused, saying why."""
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,8 +15,8 @@ import yaml
 
 from oneclick.agent.bootstrap import BootstrapNotFound, parse, read
 from oneclick.api.protocol import Bootstrap
-from oneclick.controller.providers import ProviderError, userdata
-from oneclick.controller.providers.local import _user_data
+from oneclick.controller.providers import LaunchRequest, ProviderError, userdata
+from oneclick.controller.providers.local import LocalProvider, _user_data
 
 
 @pytest.fixture(scope="module")
@@ -141,3 +143,48 @@ def test_occ_boot_refuses_a_hostile_bootstrap_with_debians_python(
                          env={"PATH": "/usr/bin:/bin"})
     assert ran.returncode == 2 and says in ran.stderr, ran.stderr
     assert bootstrap.token not in ran.stderr + ran.stdout
+
+
+def test_occ_boot_leaves_an_image_that_has_its_own_agent_to_it(
+    bootstrap: Bootstrap, tmp_path: Path,
+) -> None:
+    """The Nimbus path: the image's occ-agent (here this environment's, on the PATH) is run
+    by the image's own units; occ-boot fetches nothing and runs nothing."""
+    script, _ = userdata.files(userdata.render(bootstrap))[userdata.BOOT_SCRIPT]
+    (tmp_path / "occ-boot.py").write_text(script)
+    (tmp_path / "bootstrap.json").write_text(bootstrap.model_dump_json(by_alias=True))
+    own = Path(sys.executable).parent / "occ-agent"
+    assert own.is_file()
+    ran = subprocess.run(["/usr/bin/python3", "-I", str(tmp_path / "occ-boot.py"),
+                          "--bootstrap", str(tmp_path / "bootstrap.json")],
+                         capture_output=True, text=True, check=False, timeout=60,
+                         env={"PATH": f"{own.parent}:/usr/bin:/bin"})
+    assert ran.returncode == 0, ran.stderr
+    assert f"this image has its own agent ({own}); its boot runs it" in ran.stderr
+
+
+async def test_a_stock_image_needs_the_namespaced_members(
+    bootstrap: Bootstrap, tmp_path: Path, images: Path,
+) -> None:
+    """Its cloud-config writes and runs as root on the member: a loopback member has no
+    root of its own, so the launch fails at once, saying why."""
+    stock = tmp_path / "images" / "stock"
+    shutil.copytree(images / "base-cluster", stock, symlinks=True)
+    (stock / "image.json").write_text('{"boot": "cloud-config"}')
+    provider = LocalProvider(state_dir=tmp_path / "state", images_dir=tmp_path / "images",
+                             namespaced=False)
+    request = LaunchRequest(idempotency_key="uid-1", namespace="ns", cluster="c",
+                            member="c-solo-0", role="solo", index=0, image="stock", size=None,
+                            user_data=userdata.render(bootstrap))
+    with pytest.raises(ProviderError) as refused:
+        await provider.launch(request)
+    assert refused.value.permanent and "needs the local provider's namespaces" in str(
+        refused.value)
+    for hostile in ('{"boot": "cloud-config", "python": "python3"}', '{"boot": "maybe"}',
+                    '{"shell": "/bin/sh"}', "[]"):
+        (stock / "image.json").write_text(hostile)
+        with pytest.raises(ProviderError) as refused:
+            await LocalProvider(state_dir=tmp_path / "state", images_dir=tmp_path / "images",
+                                namespaced=True).launch(request)
+        assert refused.value.permanent and "image.json" in str(refused.value)
+    assert not list((tmp_path / "state").glob("instances/*"))

@@ -190,6 +190,7 @@ class LocalProvider:
 
     async def _create(self, directory: Path, request: LaunchRequest) -> InstanceRecord:
         image = self._image(request.image)
+        properties = self._properties(image)  # (checked before anything is made)
         if self.namespaced:
             self._sshd()
         shutil.rmtree(directory, ignore_errors=True)  # a half-made one from before a crash
@@ -207,7 +208,6 @@ class LocalProvider:
         hostname = request.member.replace(".", "-")[:63].strip("-")
         (root / "etc").mkdir(exist_ok=True)
         (root / "etc" / "hostname").write_text(hostname + "\n")
-        properties = self._properties(image)
         (root / IMAGE_PROPERTIES).unlink(missing_ok=True)
         _user_data(root, request.user_data)
         record = InstanceRecord(
@@ -266,8 +266,11 @@ class LocalProvider:
     async def _boot(self, directory: Path, record: InstanceRecord) -> None:
         root = directory / "root"
         # The member's own interpreter runs what its cloud-config wrote, nothing of this
-        # environment's around it (a stock machine has none of it).
-        agent = (["env", "-i", "PATH=/usr/sbin:/usr/bin:/sbin:/bin", record.python, "-I",
+        # environment's around it (a stock machine has none of it). The agent file unpacks
+        # into the member's own folder, as into a VM's own /var/cache: not this machine's
+        # /var/cache, which every member sees.
+        agent = (["env", "-i", "PATH=/usr/sbin:/usr/bin:/sbin:/bin",
+                  "OCC_AGENT_CACHE=/var/lib/oneclick/cache", record.python, "-I",
                   userdata.BOOT_SCRIPT] if record.python else [self._agent])
         init = boot.init_script(
             namespaced=record.namespaced, member=record.member, hostname=record.hostname,
