@@ -18,6 +18,7 @@ from pydantic import ValidationError
 
 from oneclick.api import PAUSED
 from oneclick.api.launch import ClusterLaunchSpec
+from oneclick.api.member import LaunchMemberSpec
 from oneclick.kits.kube import JSON, ApiError, KubeClient
 from oneclick.kits.resources import custom_path
 
@@ -35,11 +36,11 @@ class MemberRecord:
     role: str
     index: int
     resource_version: str
+    spec: LaunchMemberSpec
     token_hash: str | None = None
     identity: JSON | None = None  # wire form of api.protocol.Identity
     report: JSON | None = None  # wire form of api.protocol.Report
     conditions: list[JSON] = field(default_factory=list)
-    spec: JSON = field(default_factory=dict)
     status: JSON = field(default_factory=dict)
     deleting: bool = False
     finalizers: tuple[str, ...] = ()
@@ -51,14 +52,16 @@ class MemberRecord:
 
     @classmethod
     def from_object(cls, obj: JSON) -> MemberRecord:
-        meta, spec, status = obj["metadata"], obj.get("spec", {}), obj.get("status") or {}
+        """The member with its spec parsed (pydantic.ValidationError if it does not parse)."""
+        meta, status = obj["metadata"], obj.get("status") or {}
+        spec = LaunchMemberSpec.model_validate(obj.get("spec") or {})
         return cls(
             namespace=meta["namespace"], name=meta["name"], uid=meta["uid"],
-            cluster=spec.get("cluster", ""), role=spec.get("role", ""),
-            index=int(spec.get("index", 0)), resource_version=meta.get("resourceVersion", "0"),
+            cluster=spec.cluster, role=spec.role, index=spec.index,
+            resource_version=meta.get("resourceVersion", "0"), spec=spec,
             token_hash=status.get("tokenHash"), identity=status.get("identity"),
             report=status.get("report"), conditions=status.get("conditions") or [],
-            spec=spec, status=status, deleting="deletionTimestamp" in meta,
+            status=status, deleting="deletionTimestamp" in meta,
             finalizers=tuple(meta.get("finalizers") or ()),
             paused=PAUSED in (meta.get("annotations") or {}),
         )
@@ -124,8 +127,13 @@ class LaunchCache:
         for listener in self.listeners:
             listener(cluster, member)
 
-    def put_member(self, obj: JSON) -> MemberRecord:
-        record = MemberRecord.from_object(obj)
+    def put_member(self, obj: JSON) -> MemberRecord | None:
+        try:
+            record = MemberRecord.from_object(obj)
+        except ValidationError as error:  # (as for launches: never stored since our schema)
+            logger.error("member %s/%s: its spec does not parse: %s", obj["metadata"].get(
+                "namespace"), obj["metadata"].get("name"), error)
+            return None
         key = (record.namespace, record.name)
         old = self.members.get(key)
         if old is not None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime
 from typing import Any
 
+from oneclick.api.member import LaunchMemberSpec
 from oneclick.controller.broker.member_status import member_status
 from oneclick.controller.cache import MemberRecord
 
@@ -18,6 +19,8 @@ IDENTITY = {"hostname": "head-node-0", "fqdn": "head-node-0.oneclick.local",
 def member(status: dict[str, Any]) -> MemberRecord:
     return MemberRecord(namespace="ns", name="c-head-node-0", uid="u", cluster="c",
                         role="head-node", index=0, resource_version="1", status=status,
+                        spec=LaunchMemberSpec(cluster="c", role="head-node", index=0,
+                                              image="base-cluster", provider="local"),
                         conditions=status.get("conditions") or [])
 
 

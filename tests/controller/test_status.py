@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from oneclick.api.launch import ClusterLaunchSpec, FailurePolicy
-from oneclick.api.member import member_phase
+from oneclick.api.member import LaunchMemberSpec, member_phase
 from oneclick.controller.broker.data import LaunchData
 from oneclick.controller.cache import MemberRecord
 from oneclick.controller.reconcile import heard, launch_status, requeue
@@ -33,6 +33,8 @@ def member(role: str, index: int, phase: str = "Running", *, launched: bool = Tr
         status["instanceId"] = f"i-{role}-{index}"
     return MemberRecord(namespace="ns", name=f"c-{role}-{index}", uid=f"u-{role}-{index}",
                         cluster="c", role=role, index=index, resource_version="1",
+                        spec=LaunchMemberSpec(cluster="c", role=role, index=index,
+                                              image="base-cluster", provider="local"),
                         identity=dict(IDENTITY) if identity or report else None,
                         report=report, conditions=conditions or [], status=status)
 

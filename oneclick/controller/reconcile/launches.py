@@ -221,8 +221,7 @@ async def _poll_instances(rt: Runtime, members: list[MemberRecord]) -> None:
     for member in members:
         if member.status.get("instanceId") and member.status.get("phase") in (
                 MemberPhase.LAUNCHING, MemberPhase.RUNNING) and not member.deleting:
-            by_provider.setdefault(
-                member.spec.get("provider", rt.settings.default_provider), []).append(member)
+            by_provider.setdefault(member.spec.provider, []).append(member)
     for name, group in by_provider.items():
         try:
             found = await rt.provider(name).describe([m.status["instanceId"] for m in group])

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from oneclick.api import API_VERSION, FINALIZER
 from oneclick.api.conditions import Condition, set_condition
 from oneclick.api.launch import Role
-from oneclick.api.member import LaunchMemberSpec, MemberCondition, member_phase
+from oneclick.api.member import LaunchMemberSpec, MemberCondition, MemberPhase, member_phase
 from oneclick.api.times import format_time
 from oneclick.controller import metrics
 from oneclick.controller.broker import tokens
@@ -93,7 +93,7 @@ async def write_status(rt: Runtime, member: MemberRecord, *, phase: str | None =
 async def launch_member(rt: Runtime, member: MemberRecord) -> None:
     """Launch the member's instance: idempotent by the member's uid, so a relaunch after a
     crash finds the instance instead of making a second one."""
-    provider_name = member.spec.get("provider", rt.settings.default_provider)
+    provider_name = member.spec.provider
     try:
         provider = rt.provider(provider_name)
         bootstrap = rt.bootstrap(member, provider)
@@ -104,7 +104,7 @@ async def launch_member(rt: Runtime, member: MemberRecord) -> None:
         request = LaunchRequest(
             idempotency_key=member.uid, namespace=member.namespace, cluster=member.cluster,
             member=member.name, role=member.role, index=member.index,
-            image=member.spec["image"], size=member.spec.get("size"),
+            image=member.spec.image, size=member.spec.size,
             user_data=userdata.render(bootstrap))
         instance = await provider.launch(request)
     except ProviderError as error:
@@ -155,9 +155,8 @@ async def terminate_members(rt: Runtime, members: list[MemberRecord],
     their status."""
     by_provider: dict[str, list[MemberRecord]] = {}
     for member in members:
-        if member.status.get("phase") != "Terminated":
-            by_provider.setdefault(
-                member.spec.get("provider", rt.settings.default_provider), []).append(member)
+        if member.status.get("phase") != MemberPhase.TERMINATED:
+            by_provider.setdefault(member.spec.provider, []).append(member)
     for name, group in by_provider.items():
         provider = rt.provider(name)
         ids = [m.status["instanceId"] for m in group if m.status.get("instanceId")]

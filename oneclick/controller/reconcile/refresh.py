@@ -36,7 +36,7 @@ def refresh_moved(rt: Runtime, members: list[MemberRecord]) -> None:
                 or not member.status.get("instanceId")
                 or member.status.get("phase") in (MemberPhase.FAILED, MemberPhase.TERMINATED)):
             continue
-        provider_name = member.spec.get("provider", rt.settings.default_provider)
+        provider_name = member.spec.provider
         provider = rt.providers.get(provider_name)
         if provider is None:
             continue
