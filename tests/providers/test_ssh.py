@@ -3,14 +3,18 @@
 
 A machine goes from one tenant to the next: what the first one's launch installed must be
 gone, and who holds which machine is decided by the API server, not by the machine (whose
-tenant is root there)."""
+tenant is root there). A machine may have nothing of ours at all, only python3 and sshd: the
+member's cloud-config fetches the agent from the broker there."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +25,7 @@ from oneclick.agent.bootstrap import parse
 from oneclick.api import API_VERSION
 from oneclick.controller.providers.claims import HOST, PROVIDER_LABEL, UNUSABLE
 from oneclick.controller.providers.local import network
+from oneclick.controlplane import agent_bundle
 from oneclick.controlplane.local import free_port
 from tests.conftest import configure_providers, kubectl
 from tests.controller.launches import (
@@ -99,7 +104,8 @@ def _keygen(path: Path) -> str:
 def lab(controller: ControllerProcess, kubeconfig: Path,
         tmp_path_factory: pytest.TempPathFactory) -> Lab:
     """Three running machines that trust our key, and pools of them: `lab` (all three),
-    `lab-wrong-key`, `lab-physics` (one namespace only), `lab-reset` and `lab-bad-reset`."""
+    `lab-wrong-key`, `lab-physics` (one namespace only), `lab-reset`, `lab-bad-reset` and
+    `lab-stock` (all three, with no agentCommand: the machines have no occ-agent)."""
     directory = tmp_path_factory.mktemp("lab")
     public = _keygen(directory / "id_ed25519")
     namespace = "lab-machines"
@@ -135,7 +141,8 @@ def lab(controller: ControllerProcess, kubeconfig: Path,
         "lab-reset": {**entry, "hosts": hosts[1:2],
                       "resetCommand": "echo \"reimaged $(hostname)\" > /root/reset-ran"},
         "lab-bad-reset": {**entry, "hosts": hosts[2:3],
-                          "resetCommand": "echo 'the reimage service said no' >&2; exit 7"}})
+                          "resetCommand": "echo 'the reimage service said no' >&2; exit 7"},
+        "lab-stock": {k: v for k, v in entry.items() if k != "agentCommand"}})
     return lab
 
 
@@ -391,7 +398,7 @@ def test_a_machine_follows_a_broker_that_moved_for_good(
     new = f"{old.rsplit(':', 1)[0]}:{controller.broker_port}"
     wait_until(lambda: members(kubeconfig, namespace, name)[0]["status"].get("brokerUrl") == new,
                timeout=60, what="the member's bootstrap handed over again")
-    bootstrap = lab.ssh(address, "cat /var/lib/oneclick/provider/bootstrap.json")
+    bootstrap = lab.ssh(address, "cat /var/lib/oneclick/bootstrap.json")
     assert parse(bootstrap.stdout, "the host's bootstrap").broker_url == new, bootstrap.stderr
 
     kubectl(kubeconfig, "create", "secret", "generic", "go", "-n", namespace,
@@ -404,3 +411,76 @@ def test_a_machine_follows_a_broker_that_moved_for_good(
     assert f"the bootstrap now names the broker at {new} (was {old}); switching" in log, log
     delete(kubeconfig, namespace, name)
     wait_all_free(lab, kubeconfig)
+
+
+@pytest.fixture
+def served(controller: ControllerProcess) -> Iterator[Path]:
+    """The controller serves the agent file (OCC_AGENT_BUNDLE), as long as the test runs."""
+    path = Path(controller.extra_env["OCC_AGENT_BUNDLE"])
+    shutil.copyfile(agent_bundle.build(log=False), path)
+    yield path
+    path.unlink(missing_ok=True)
+
+
+def test_machines_with_only_python3_and_sshd_get_the_agent_from_the_broker(
+        lab: Lab, kubeconfig: Path, namespace: str, served: Path) -> None:
+    for address in lab.addresses:  # (nothing of ours: what the pool `lab-stock` runs)
+        found = lab.ssh(address, "command -v occ-agent; python3 --version")
+        assert found.stdout.startswith("Python 3.11"), found
+    before = {a: snapshot(lab, a) for a in lab.addresses}
+    name = create(kubeconfig, namespace, sample("base-cluster.yaml", provider="lab-stock"))
+    launch = wait_for_phase(kubeconfig, namespace, name, "Ready", "Failed", timeout=300)
+    assert launch["status"]["phase"] == "Ready", launch["status"]
+
+    digest = hashlib.sha256(served.read_bytes()).hexdigest()
+    kept = f"/var/lib/oneclick/occ-agent-{digest[:16]}.pyz"
+    sessions = {}
+    for address in lab.addresses:
+        # What the cloud-config writes, as it writes it (root's, its modes).
+        written = lab.ssh(address, "stat -c '%a %U %n' /var/lib/oneclick/bootstrap.json "
+                                   "/var/lib/oneclick/occ-boot.py")
+        assert written.stdout.splitlines() == [
+            "600 root /var/lib/oneclick/bootstrap.json",
+            "700 root /var/lib/oneclick/occ-boot.py"], written
+        # The agent the broker served, checked and kept, runs from the host's python3 (its
+        # libraries unpacked under the state directory), and contextualized the machine.
+        ran = lab.ssh(address, f"sha256sum {kept}; ls -d /var/lib/oneclick/cache/agent-*/lib; "
+                               "ps -o pid=,args= -s $(cat /var/lib/oneclick/provider/agent.pid)")
+        assert ran.returncode == 0 and f"{digest}  {kept}" in ran.stdout, ran
+        processes = dict(line.strip().split(" ", 1) for line in ran.stdout.splitlines()
+                         if line.strip().split(" ", 1)[0].isdigit())
+        assert any(args.endswith(f"python3 -I {kept} --bootstrap /var/lib/oneclick/"
+                                 "bootstrap.json --follow") for args in processes.values()), ran
+        sessions[address] = processes
+        context = lab.ssh(address, "cat /var/lib/oneclick/context.json")
+        assert f'"{name}"' in context.stdout, context
+
+    # Deleted: what the launch put there (bootstrap, occ-boot, the fetched agent and its
+    # unpacked libraries, the copy it uninstalled with) and what the agent installed is gone,
+    # and so are its processes.
+    delete(kubeconfig, namespace, name)
+    wait_all_free(lab, kubeconfig)
+    for address in lab.addresses:
+        assert snapshot(lab, address) == before[address], address
+        left = lab.ssh(address, "ls -A /var/lib/oneclick; ls /var/log/oneclick-agent.log; "
+                                "ls -d /tmp/tmp.*/occ-agent.pyz; "
+                                "ss -Hltn '( sport = :6817 or sport = :6818 )'")
+        assert left.stdout.strip() == "", (address, left.stdout)
+        for pid in sessions[address]:
+            assert lab.ssh(address, f"kill -0 {pid}").returncode != 0, (address, pid)
+
+
+def test_a_machine_that_gets_no_agent_fails_the_launch_and_goes_back_clean(
+        lab: Lab, controller: ControllerProcess, kubeconfig: Path, namespace: str) -> None:
+    assert not Path(controller.extra_env["OCC_AGENT_BUNDLE"]).exists()  # (served by none)
+    name = create(kubeconfig, namespace, solo("agentless", "lab-stock"))
+    launch = wait_for_phase(kubeconfig, namespace, name, "Failed", "Ready", timeout=180)
+    failed = {c["type"]: c for c in launch["status"]["conditions"]}["Failed"]
+    assert failed["status"] == "True", launch["status"]
+    assert "this image has no occ-agent and the broker serves none" in failed["message"], failed
+    # Nothing ran there that terminating needs an agent for: the machine is free again.
+    delete(kubeconfig, namespace, name)
+    wait_all_free(lab, kubeconfig)
+    for address in lab.addresses:
+        left = lab.ssh(address, "ls -A /var/lib/oneclick")  # (a mount point here: it stays)
+        assert left.stdout.strip() == "", (address, left.stdout)

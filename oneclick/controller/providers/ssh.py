@@ -1,9 +1,13 @@
 """The ssh provider: bring-your-own machines, reached with asyncssh.
 
-A launch takes a free host of the pool, copies the member's bootstrap to it over SFTP and starts
-`occ-agent` there; terminating stops the agent, takes back everything it installed (with the
-agent this provider is configured with, then checked from here), runs the pool's reset command
-if there is one, and only then frees the host.
+A launch takes a free host of the pool and puts there over SFTP what the member's cloud-config
+writes (its bootstrap and occ-boot, with their modes: userdata.files()); then it starts the
+host's own agent (`agentCommand`) or, on a host that has none, occ-boot with the host's
+python3, which fetches the agent from the broker and runs it once its digest is the
+bootstrap's. Terminating stops the agent, takes back everything it installed (with the agent
+that ran: the host's, or the one fetched), removes what the launch put there (the bootstrap,
+occ-boot, the fetched agent and its unpacked libraries), checks from here, runs the pool's
+reset command if there is one, and only then frees the host.
 
 Which host is whose lives in the API server (claims.py: a Lease per host), never on the hosts:
 whoever holds a host is root there. A host keeps `/var/lib/oneclick/provider/claim` as a hint
@@ -16,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import posixpath
 import shlex
 
 import asyncssh
@@ -32,6 +37,7 @@ from oneclick.controller.providers.base import (
 )
 from oneclick.controller.providers.claims import HostClaim, HostClaims
 from oneclick.controller.providers.config import SSHHost, SSHProviderConfig
+from oneclick.controller.providers.userdata import BOOT_SCRIPT, BOOTSTRAP_FILE, files
 
 logger = logging.getLogger(__name__)
 
@@ -40,20 +46,38 @@ MINE = f"{STATE}/provider"  # this provider's files: claim hint, bootstrap, agen
 KEY_IN_ID = 13  # characters of the idempotency key in an instance id
 OUTPUT_LIMIT = 2000  # characters of a command's output kept in a host's reason
 
-# $1 key, $2 the uploaded bootstrap, $3 the agent command.
+# $1 key, $2 the agent command, $3 the uploaded folder (its files 0, 1, ...), then for each of
+# its files the path it goes to and its mode. The host's own agent when it has the command;
+# otherwise occ-boot with the host's python3 (the agent from the broker, its libraries
+# unpacked under the state directory, which terminating removes).
 START = f"""
 set -eu
+key=$1 command=$2 staged=$3; shift 3
 mkdir -p {MINE} && chmod 700 {MINE}
-if [ "$(readlink {MINE}/claim 2>/dev/null)" = "$1" ] && [ -s {MINE}/agent.pid ]; then
-  rm -f "$2"; exit 0  # started for this key before a crash: once is enough
+if [ "$(readlink {MINE}/claim 2>/dev/null)" = "$key" ] && [ -s {MINE}/agent.pid ]; then
+  rm -rf "$staged"; exit 0  # started for this key before a crash: once is enough
 fi
-ln -sfn "$1" {MINE}/claim
-if [ -f "$2" ]; then mv -f "$2" {MINE}/bootstrap.json && chmod 600 {MINE}/bootstrap.json; fi
-agent=${{3%% *}}
-command -v "$agent" >/dev/null || {{ echo "there is no $agent on this host" >&2; exit 4; }}
+ln -sfn "$key" {MINE}/claim
+i=0
+while [ $# -ge 2 ]; do
+  mkdir -p "$(dirname "$1")"
+  mv -f "$staged/$i" "$1" && chown 0:0 "$1" && chmod "$2" "$1"
+  i=$((i + 1)); shift 2
+done
+rm -rf "$staged"
+agent=${{command%% *}}
+if command -v "$agent" >/dev/null; then
+  run="$command --bootstrap {BOOTSTRAP_FILE} --follow"
+elif own=$(command -v occ-agent); then
+  echo "there is no $agent on this host but there is $own: name it in agentCommand" >&2; exit 4
+elif ! command -v python3 >/dev/null; then
+  echo "there is neither $agent nor python3 on this host" >&2; exit 4
+else
+  run="OCC_AGENT_CACHE={STATE}/cache python3 -I {BOOT_SCRIPT} --bootstrap {BOOTSTRAP_FILE}"
+  run="$run --follow"
+fi
 cd /
-setsid sh -c "$3 --bootstrap {MINE}/bootstrap.json --follow; echo \\$? > {MINE}/agent.exit" \\
-  </dev/null >{MINE}/agent.log 2>&1 &
+setsid sh -c "$run; echo \\$? > {MINE}/agent.exit" </dev/null >{MINE}/agent.log 2>&1 &
 echo $! > {MINE}/agent.pid
 """
 
@@ -66,18 +90,30 @@ echo "tail=$(tail -n 3 {MINE}/agent.log 2>/dev/null | tr '\\n' '|')"
 """
 
 # $1 the agent command. The agent's session goes, then what the agent installed (by the agent
-# this provider knows), then the state; what is left is checked here, not taken on the host's
-# word. A failure exits non-zero: the host then stays out of the pool.
+# that ran: the host's own, else the one fetched, run from a copy outside the state directory
+# it removes), then the state (bootstrap, occ-boot, the fetched agent and its unpacked
+# libraries); what is left is checked here, not taken on the host's word. A failure exits
+# non-zero: the host then stays out of the pool.
 TERMINATE = f"""
 pid=$(cat {MINE}/agent.pid 2>/dev/null || true)
 case "$pid" in ''|*[!0-9]*|0|1) ;; *) kill -KILL -- "-$pid" 2>/dev/null || \\
   kill -KILL "$pid" 2>/dev/null ;; esac
 problems=""
 agent=${{1%% *}}
-if ! command -v "$agent" >/dev/null; then
+fetched=$(ls {STATE}/occ-agent-*.pyz 2>/dev/null | head -n 1)
+if command -v "$agent" >/dev/null; then
+  out=$(sh -c "$1 --uninstall --root /" 2>&1) || \\
+    problems="$agent --uninstall failed: $(printf %s "$out" | tail -n 3 | tr '\\n' ' '); "
+elif [ -n "$fetched" ]; then
+  if ! {{ work=$(mktemp -d) && cp "$fetched" "$work/occ-agent.pyz" && out=$(
+      OCC_AGENT_CACHE="$work" python3 -I "$work/occ-agent.pyz" --uninstall --root / 2>&1); }}
+  then
+    problems="the fetched agent's --uninstall failed: \
+$(printf %s "${{out:-}}" | tail -n 3 | tr '\\n' ' '); "
+  fi
+  [ -z "${{work:-}}" ] || rm -rf "$work"
+elif [ -e {STATE}/installed.json ]; then  # an agent ran here, and is gone
   problems="there is no $agent on this host to uninstall with; "
-elif ! out=$(sh -c "$1 --uninstall --root /" 2>&1); then
-  problems="$agent --uninstall failed: $(printf %s "$out" | tail -n 3 | tr '\\n' ' '); "
 fi
 rm -rf {STATE} /var/log/oneclick-agent.log 2>/dev/null  # (a mount point stays, empty)
 left=""
@@ -89,13 +125,14 @@ for f in {" ".join("/" + d for d in DROP_INS)}; do [ -e "$f" ] && left="$left $f
 [ -z "$problems" ] || {{ echo "$problems" >&2; exit 5; }}
 """
 
-# $1 the key's prefix, $2 the uploaded bootstrap: a new bootstrap (the broker moved), taken
-# only while the host is still this member's.
+# $1 the key's prefix, $2 the uploaded folder (its file 0: the bootstrap): a new bootstrap (the
+# broker moved), taken only while the host is still this member's.
 REFRESH = f"""
 set -eu
 case "$(readlink {MINE}/claim 2>/dev/null)" in
-  "$1"*) mv -f "$2" {MINE}/bootstrap.json && chmod 600 {MINE}/bootstrap.json ;;
-  *) rm -f "$2"; echo "this host no longer holds the member" >&2; exit 3 ;;
+  "$1"*) mv -f "$2/0" {BOOTSTRAP_FILE} && chown 0:0 {BOOTSTRAP_FILE} && \\
+    chmod 600 {BOOTSTRAP_FILE}; rm -rf "$2" ;;
+  *) rm -rf "$2"; echo "this host no longer holds the member" >&2; exit 3 ;;
 esac
 """
 
@@ -141,15 +178,13 @@ class SSHProvider:
                                 permanent=True)
         async with self._claiming:
             host = await self._take(request)
-        upload = f".oneclick-bootstrap-{request.idempotency_key}.json"
         try:
+            written = _written(request.user_data)
             connection = await self._connect(host)
-            async with connection.start_sftp_client() as sftp:
-                async with sftp.open(upload, "w", asyncssh.SFTPAttrs(permissions=0o600)) as f:
-                    await f.write(request.user_data)
-                uploaded = await sftp.realpath(upload)
-            await self._run(host, START, request.idempotency_key, uploaded,
-                            self.config.agent_command)
+            staged = await _upload(connection, f".oneclick-{request.idempotency_key}", written)
+            await self._run(host, START, request.idempotency_key, self.config.agent_command,
+                            staged, *(a for path, (_, mode) in written.items()
+                                      for a in (path, f"{mode:o}")))
         except (OSError, asyncssh.Error) as error:
             raise ProviderError(f"starting the agent on {host.address}: {error}") from error
         except HostUnusable as error:
@@ -230,14 +265,12 @@ class SSHProvider:
             raise ProviderError(f"no host of the pool for {instance_id}", permanent=True)
         if not _holds(await self.claims.get(_where(host)), prefix):  # the API server decides
             raise ProviderError(f"{host.address} no longer holds {instance_id}", permanent=True)
-        upload = f".oneclick-bootstrap-{prefix}.json"
         try:
+            bootstrap = _written(user_data)[BOOTSTRAP_FILE]
             connection = await self._connect(host)
-            async with connection.start_sftp_client() as sftp:
-                async with sftp.open(upload, "w", asyncssh.SFTPAttrs(permissions=0o600)) as f:
-                    await f.write(user_data)
-                uploaded = await sftp.realpath(upload)
-            await self._run(host, REFRESH, prefix, uploaded)
+            staged = await _upload(connection, f".oneclick-{prefix}",
+                                   {BOOTSTRAP_FILE: bootstrap})
+            await self._run(host, REFRESH, prefix, staged)
         except (OSError, asyncssh.Error) as error:
             raise ProviderError(f"refreshing the bootstrap on {host.address}: {error}") from error
         except HostUnusable as error:
@@ -383,6 +416,42 @@ class SSHProvider:
                 if attempt == 2:
                     raise HostUnusable(f"unreachable: {error}", permanent=False) from error
         raise AssertionError("unreachable")
+
+
+def _written(user_data: str) -> dict[str, tuple[str, int]]:
+    """What the member's cloud-config writes (path: content, mode), every path ours: under the
+    state directory, which terminating removes."""
+    try:
+        written = files(user_data)
+    except (ValueError, KeyError, TypeError) as error:
+        raise HostUnusable(f"the member's user data is not this controller's cloud-config: "
+                           f"{error}", permanent=True) from error
+    for path in written:
+        if not path.startswith(STATE + "/") or posixpath.normpath(path) != path:
+            raise HostUnusable(f"the member's cloud-config writes {path}, outside {STATE}",
+                               permanent=True)
+    if BOOTSTRAP_FILE not in written or BOOT_SCRIPT not in written:
+        raise HostUnusable("the member's cloud-config writes no bootstrap or no occ-boot",
+                           permanent=True)
+    return written
+
+
+async def _upload(connection: asyncssh.SSHClientConnection, folder: str,
+                  written: dict[str, tuple[str, int]]) -> str:
+    """The files, as 0, 1, ... in a folder of their own in the login's home (only root may
+    write where they go: the script run next moves them there); the folder's full path."""
+    async with connection.start_sftp_client() as sftp:
+        if await sftp.lexists(folder):  # (a launch interrupted before it moved them)
+            if await sftp.islink(folder):
+                await sftp.remove(folder)
+            else:
+                await sftp.rmtree(folder)
+        await sftp.mkdir(folder, asyncssh.SFTPAttrs(permissions=0o700))
+        for index, (content, _) in enumerate(written.values()):
+            async with sftp.open(f"{folder}/{index}", "w",
+                                 asyncssh.SFTPAttrs(permissions=0o600)) as file:
+                await file.write(content)
+        return await sftp.realpath(folder)
 
 
 def _output(result: asyncssh.SSHCompletedProcess | asyncssh.ProcessError) -> str:
