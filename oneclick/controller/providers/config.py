@@ -99,8 +99,9 @@ class SSHProviderConfig(ProviderBase):
     """The controller's private key for `user`, from a Secret."""
     hosts: list[SSHHost] = Field(min_length=1)
     agent_command: str = "occ-agent"
-    """How to run the agent on the hosts (install it on them first; see docs/providers.md).
-    Terminating runs it with --uninstall to take back what it installed."""
+    """How to run the agent on hosts that have it installed; a host without it gets the agent
+    from the broker instead (its python3 runs the cloud-config's occ-boot; see
+    docs/providers.md). Terminating runs the agent that ran with --uninstall."""
     connect_timeout: float = Field(default=10.0, gt=0)
     allowed_namespaces: list[str] | None = Field(default=None, min_length=1)
     """The only namespaces whose launches may take hosts of this pool (default: any)."""
