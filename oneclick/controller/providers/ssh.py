@@ -100,7 +100,10 @@ case "$pid" in ''|*[!0-9]*|0|1) ;; *) kill -KILL -- "-$pid" 2>/dev/null || \\
   kill -KILL "$pid" 2>/dev/null ;; esac
 problems=""
 agent=${{1%% *}}
-fetched=$(ls {STATE}/occ-agent-*.pyz 2>/dev/null | head -n 1)
+fetched=""
+for f in {STATE}/occ-agent-*.pyz; do  # (a file, not a link: the host's tenant was root)
+  [ -f "$f" ] && [ ! -L "$f" ] && fetched=$f && break
+done
 if command -v "$agent" >/dev/null; then
   out=$(sh -c "$1 --uninstall --root /" 2>&1) || \\
     problems="$agent --uninstall failed: $(printf %s "$out" | tail -n 3 | tr '\\n' ' '); "
