@@ -43,11 +43,6 @@ class MemberPhase(StrEnum):
     TERMINATING = "Terminating"
     TERMINATED = "Terminated"
 
-    @property
-    def instance_runs(self) -> bool:
-        """Its instance runs (or did, until its agent reported)."""
-        return self in (MemberPhase.RUNNING, MemberPhase.CONTEXTUALIZING, MemberPhase.READY)
-
 
 class MemberCondition(StrEnum):
     """The types of a member's conditions: the controller owns Launched and Running, the
@@ -88,6 +83,15 @@ def member_phase(status: Mapping[str, Any], instance: str | None = None) -> Memb
     if instance == "running" or status.get("phase") == MemberPhase.RUNNING:
         return MemberPhase.RUNNING
     return MemberPhase.LAUNCHING if status.get("tokenHash") else MemberPhase.PENDING
+
+
+def has_run(status: Mapping[str, Any]) -> bool:
+    """Whether the member's instance runs, or ran: a failed member counts only if its agent
+    spoke (one its provider never made has not run, and "all members running" would be
+    false). For the launch's count of running members, and the CLI's."""
+    phase = status.get("phase")
+    return phase in (MemberPhase.RUNNING, MemberPhase.CONTEXTUALIZING, MemberPhase.READY) or (
+        phase == MemberPhase.FAILED and bool(status.get("report") or status.get("identity")))
 
 
 class LaunchMemberStatus(Model):

@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 import click
 
+from oneclick.api.launch import ClusterLaunchSpec, LaunchPhase
 from oneclick.cli import follow, known_hosts, scope, times
 from oneclick.cli.launches import (
     CLUSTER_LABEL,
@@ -28,6 +29,8 @@ from oneclick.cli.session import Globals, Session, run_async
 from oneclick.cli.terminal import safe
 from oneclick.kits.kube import JSON, resource_path
 from oneclick.kits.resources import custom_path
+
+DEFAULT_LIFETIME: str = ClusterLaunchSpec.model_fields["lifetime"].default
 
 
 def out(text: str) -> None:
@@ -72,9 +75,9 @@ async def describe_launch(session: Session, launch: JSON) -> str:
     if ready_at and created:
         lines.append(f"Ready at:    {status['readyAt']} "
                      f"({times.short((ready_at - created).total_seconds())} after creation)")
-    lines += [f"Lifetime:    {spec.get('lifetime', '1h')}",
+    lines += [f"Lifetime:    {spec.get('lifetime', DEFAULT_LIFETIME)}",
               f"Expires:     {status.get('expiresAt', '-')} ({expires_in(launch)})"
-              if status.get("phase") != "Failed" else
+              if status.get("phase") != LaunchPhase.FAILED else
               "Expires:     - (it failed: what is left of it lives until occ terminate)",
               "Conditions:"]
     conditions = status.get("conditions", [])
@@ -297,13 +300,13 @@ async def _follow_reports(session: Session, path: str, params: dict[str, str],
                     click.echo(f"error: clusterlaunch {name!r} is gone", err=True)
                     return 1
                 status = launch.items()[0].get("status") or {}
-                if status.get("phase") in ("Failed", "Expired"):
+                if status.get("phase") in (LaunchPhase.FAILED, LaunchPhase.EXPIRED):
                     for m in found:
                         if m["metadata"]["uid"] not in shown:
                             show(m)
                     return 1
-                if status.get("phase") == "Ready" and all(m["metadata"]["uid"] in shown
-                                                          for m in found):
+                if status.get("phase") == LaunchPhase.READY and all(
+                        m["metadata"]["uid"] in shown for m in found):
                     return 0
             await follow.until_changed(reports, *([launch] if launch else []), seconds=5.0)
     finally:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 from typing import Any
 
+from oneclick.api.launch import LaunchPhase
 from oneclick.cli import times
 from oneclick.cli.session import Session
 from oneclick.kits.kube import JSON, ApiError, core_path
@@ -96,7 +97,7 @@ def expires_in(launch: JSON) -> str:
     (what is left of it lives until it is terminated)."""
     status = launch.get("status") or {}
     moment = times.parse(status.get("expiresAt"))
-    if moment is None or status.get("phase") == "Failed":
+    if moment is None or status.get("phase") == LaunchPhase.FAILED:
         return "-"
     return times.countdown(moment)
 

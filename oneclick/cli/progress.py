@@ -17,21 +17,11 @@ from rich.console import Console
 from rich.live import Live
 from rich.text import Text
 
+from oneclick.api.member import MemberPhase, has_run
 from oneclick.cli import times
 from oneclick.cli.reports import History
 from oneclick.cli.terminal import safe
 from oneclick.kits.kube import JSON
-
-RAN = ("Running", "Contextualizing", "Ready")
-
-
-def ran(member: JSON) -> bool:
-    """Whether the member's instance has run: it runs now, or its agent spoke before it failed
-    (a member its provider never made has not)."""
-    status = member.get("status") or {}
-    phase = status.get("phase")
-    return phase in RAN or (phase == "Failed" and bool(status.get("report")
-                                                       or status.get("identity")))
 
 
 @dataclass(frozen=True)
@@ -54,15 +44,14 @@ def by_role(launch: JSON, members: list[JSON]) -> list[RoleCounts]:
     """Each role of the launch, in its order, with how far its members are."""
     found = []
     for role in launch["spec"]["roles"]:
-        mine = [m for m in members if m["spec"].get("role") == role["name"]
+        mine = [m.get("status") or {} for m in members if m["spec"].get("role") == role["name"]
                 and not m["metadata"].get("deletionTimestamp")]
         found.append(RoleCounts(
             role=role["name"], total=role.get("quantity", 1),
-            launched=sum(1 for m in mine if (m.get("status") or {}).get("instanceId")),
-            running=sum(1 for m in mine if ran(m)),
-            contextualized=sum(1 for m in mine if ((m.get("status") or {}).get("report")
-                                                   or {}).get("ok")),
-            failed=sum(1 for m in mine if (m.get("status") or {}).get("phase") == "Failed")))
+            launched=sum(1 for status in mine if status.get("instanceId")),
+            running=sum(1 for status in mine if has_run(status)),
+            contextualized=sum(1 for status in mine if (status.get("report") or {}).get("ok")),
+            failed=sum(1 for status in mine if status.get("phase") == MemberPhase.FAILED)))
     return found
 
 

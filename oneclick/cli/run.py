@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 
 from oneclick.api.conditions import condition_of
-from oneclick.api.launch import SETTLED_PHASES
+from oneclick.api.launch import SETTLED_PHASES, LaunchCondition, LaunchPhase
 from oneclick.cli import known_hosts, progress, times
 from oneclick.cli.documents import DocumentError, load
 from oneclick.cli.follow import Followed, until_changed
@@ -60,7 +60,7 @@ async def follow(session: Session, name: str, history: History, known_hosts_file
                               {"fieldSelector": f"metadata.name={name}"}).start()
     members_of = await Followed(session.kube, custom_path("LaunchMember", session.namespace),
                                 {"labelSelector": f"{CLUSTER_LABEL}={name}"}).start()
-    stage, ended = "running", ("Failed", "Expired")
+    stage, ended = "running", (LaunchPhase.FAILED, LaunchPhase.EXPIRED)
     try:
         with progress.display(history) as display:
             display.line("\nWaiting for launch updates.")
@@ -72,8 +72,8 @@ async def follow(session: Session, name: str, history: History, known_hosts_file
                 phase = status.get("phase")
                 display.show(launch, members_of.items(), stage,
                              f"members {stage}", time.monotonic() - started)
-                if stage == "running" and (phase in (*ended, "Ready") or condition_of(
-                        status, "MembersRunning").get("status") == "True"):
+                if stage == "running" and (phase in SETTLED_PHASES or condition_of(
+                        status, LaunchCondition.MEMBERS_RUNNING).get("status") == "True"):
                     if phase not in ended:  # (a failed launch's members are not all running)
                         display.line(f"  - {name}: all members are Running")
                     reports = history.write_vm_reports(await members(session, name))
@@ -104,8 +104,9 @@ def report(display: progress.Display, launch: JSON, found: list[JSON], history: 
     name, status = launch["metadata"]["name"], launch.get("status") or {}
     found = in_launch_order(launch, found)
     ctx_dir, summary = history.write_ctx_reports(launch, found)
-    if status.get("phase") != "Ready":
-        failed = condition_of(status, "Failed") or condition_of(status, "Ready")
+    if status.get("phase") != LaunchPhase.READY:
+        failed = (condition_of(status, LaunchCondition.FAILED)
+                  or condition_of(status, LaunchCondition.READY))
         display.line(f"  - {name}: {status.get('phase', 'failed').upper()}: "
                      f"{failed.get('message', '')}")
         display.line(f"  - wrote error reports (with every agent's log) to '{ctx_dir}'")

@@ -13,6 +13,7 @@ import datetime
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from oneclick.api.member import MemberPhase
 from oneclick.api.times import parse_time
 from oneclick.controller.broker.hearing import Hearing
 from oneclick.controller.cache import MemberRecord
@@ -20,7 +21,7 @@ from oneclick.controller.cache import MemberRecord
 SILENT_AFTER = 20  # seconds without news before a member is named
 STEP = 10  # seconds: how finely a silence is shown
 SHOWN = 3  # members named in a message; the rest are counted
-WAITING_PHASES = ("Running", "Contextualizing")  # booted, not yet reported
+WAITING_PHASES = (MemberPhase.RUNNING, MemberPhase.CONTEXTUALIZING)  # booted, not reported
 
 LastHeard = Callable[[MemberRecord], datetime.datetime | None]
 

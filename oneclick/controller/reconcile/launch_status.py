@@ -28,7 +28,7 @@ from oneclick.api.launch import (
     LaunchReason,
     MemberCounts,
 )
-from oneclick.api.member import MemberCondition, MemberPhase
+from oneclick.api.member import MemberCondition, MemberPhase, has_run
 from oneclick.api.times import format_time, parse_time
 from oneclick.controller.broker.data import LaunchData
 from oneclick.controller.cache import MemberRecord
@@ -204,20 +204,11 @@ def count(spec: ClusterLaunchSpec, members: list[MemberRecord]) -> MemberCounts:
     return MemberCounts(
         total=len(wanted),
         launched=sum(1 for m in current if m.status.get("instanceId")),
-        running=sum(1 for m in current if _ran(m)),
+        running=sum(1 for m in current if has_run(m.status)),
         identified=sum(1 for m in current if m.identity is not None),
         contextualized=sum(1 for m in current if m.report and m.report.get("ok")),
         failed=sum(1 for m in current if m.report is not None and not m.report.get("ok")),
     )
-
-
-def _ran(member: MemberRecord) -> bool:
-    """Its instance runs, or ran: a failed member counts only if its agent spoke (one its
-    provider never made has not run, and "all members running" would be false)."""
-    phase = member.status.get("phase")
-    return phase in (MemberPhase.RUNNING, MemberPhase.CONTEXTUALIZING, MemberPhase.READY) or (
-        phase == MemberPhase.FAILED and (member.report is not None
-                                         or member.identity is not None))
 
 
 def head_node(spec: ClusterLaunchSpec, members: list[MemberRecord]) -> str | None:

@@ -12,7 +12,13 @@ from collections.abc import Sequence
 from oneclick.api import API_VERSION, FINALIZER
 from oneclick.api.conditions import Condition, set_condition
 from oneclick.api.launch import Role
-from oneclick.api.member import LaunchMemberSpec, MemberCondition, MemberPhase, member_phase
+from oneclick.api.member import (
+    LaunchMemberSpec,
+    MemberCondition,
+    MemberPhase,
+    MemberReason,
+    member_phase,
+)
 from oneclick.api.times import format_time
 from oneclick.controller import metrics
 from oneclick.controller.broker import tokens
@@ -111,14 +117,14 @@ async def launch_member(rt: Runtime, member: MemberRecord) -> None:
         metrics.PROVIDER_CALLS.labels(provider_name, "launch", "error").inc()
         logger.warning("launching %s failed: %s", member.name, error)
         if error.permanent:
-            await write_status(rt, member, phase="Failed", conditions=[
-                ("Launched", False, "ProviderError", str(error))])
+            await write_status(rt, member, phase=MemberPhase.FAILED, conditions=[
+                (MemberCondition.LAUNCHED, False, MemberReason.PROVIDER_ERROR, str(error))])
         return
     metrics.PROVIDER_CALLS.labels(provider_name, "launch", "ok").inc()
     logger.info("%s/%s: launched as %s by provider %s", member.namespace, member.name,
                 instance.id, provider_name)
     fresh = rt.cache.members.get((member.namespace, member.name))
-    if fresh is None or fresh.deleting or fresh.status.get("phase") == "Terminated":
+    if fresh is None or fresh.deleting or fresh.status.get("phase") == MemberPhase.TERMINATED:
         # Terminated (or deleted) while the provider was at work: its termination could not
         # see this instance yet, so it ends here, not left running unowned.
         logger.info("%s ended while it launched; terminating %s", member.name, instance.id)
@@ -134,12 +140,14 @@ async def record_instance(rt: Runtime, member: MemberRecord, instance: Instance,
     conditions = []
     if launched and not member.status.get("launchedAt"):
         fields["launchedAt"] = format_time(datetime.datetime.now(datetime.UTC))
-        conditions.append(("Launched", True, "ProviderAccepted", f"instance {instance.id}"))
+        conditions.append((MemberCondition.LAUNCHED, True, MemberReason.PROVIDER_ACCEPTED,
+                           f"instance {instance.id}"))
     if instance.state == InstanceState.RUNNING:
-        conditions.append(("Running", True, "InstanceRunning",
+        conditions.append((MemberCondition.RUNNING, True, MemberReason.INSTANCE_RUNNING,
                            f"at {', '.join(instance.addresses)}"))
     elif instance.state == InstanceState.FAILED:
-        conditions.append(("Running", False, "InstanceFailed", instance.message))
+        conditions.append((MemberCondition.RUNNING, False, MemberReason.INSTANCE_FAILED,
+                           instance.message))
     phase = member_phase({**member.status, **fields}, instance.state.value)
     current = {c.get("type"): c.get("status") for c in member.conditions}
     changed = (any(member.status.get(k) != v for k, v in fields.items())
@@ -176,8 +184,9 @@ async def terminate_members(rt: Runtime, members: list[MemberRecord],
                         ", ".join(sorted({f"{m.namespace}/{m.cluster}" for m in group})),
                         ", ".join(ids[:5]), " ..." if len(ids) > 5 else "")
         for member in group if mark else ():
-            await write_status(rt, member, phase="Terminated", conditions=[
-                ("Running", False, "Terminated", "the instance was terminated")])
+            await write_status(rt, member, phase=MemberPhase.TERMINATED, conditions=[
+                (MemberCondition.RUNNING, False, MemberReason.TERMINATED,
+                 "the instance was terminated")])
 
 
 async def release_deleted_members(rt: Runtime, every: float = 1.0) -> None:
