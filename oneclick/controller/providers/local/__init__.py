@@ -32,8 +32,11 @@ import subprocess
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Literal
 
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from oneclick.api import errors
 from oneclick.controller.providers import userdata
 from oneclick.controller.providers.base import Instance, InstanceState, LaunchRequest, ProviderError
 from oneclick.controller.providers.local import boot, network
@@ -49,6 +52,17 @@ STOCK_PYTHON = "/usr/bin/python3"
 # Where cloud-init keeps the user data, and the folder the cloud-config may write to here.
 USER_DATA = "var/lib/cloud/instance/user-data.txt"
 WRITABLE = "/var/lib/oneclick/"
+
+
+class ImageProperties(BaseModel):
+    """An image folder's image.json: how its members boot. `agent` (the default): this
+    environment's occ-agent; `cloud-config`: the member has no agent, and its cloud-config's
+    occ-boot fetches it, run with the member's `python` (an absolute path)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    boot: Literal["agent", "cloud-config"] = "agent"
+    python: str = Field(default=STOCK_PYTHON, max_length=255, pattern=r"^/[!-~]*$")
 
 
 @dataclass
@@ -214,7 +228,7 @@ class LocalProvider:
             id=f"local-{request.idempotency_key.replace('-', '')[:12]}",
             namespace=request.namespace, member=request.member, hostname=hostname,
             address=self._free_address(directory), namespaced=self.namespaced,
-            python=properties["python"] if properties["boot"] == "cloud-config" else "",
+            python=properties.python if properties.boot == "cloud-config" else "",
         )
         self._save(directory, record)
         return record
@@ -235,29 +249,18 @@ class LocalProvider:
                                 permanent=True)
         return resolved  # (copied from where it was checked, not through the link again)
 
-    def _properties(self, image: Path) -> dict[str, Any]:
-        """The image's image.json, checked: `boot` ("agent", the default: this environment's
-        occ-agent; "cloud-config": the member has no agent, occ-boot fetches it) and `python`
-        (the member's interpreter for occ-boot, an absolute path)."""
+    def _properties(self, image: Path) -> ImageProperties:
+        """The image's image.json, checked (the defaults when it has none)."""
         path = image / IMAGE_PROPERTIES
         if not path.is_file():
-            return {"boot": "agent", "python": STOCK_PYTHON}
+            return ImageProperties()
         try:
-            properties = json.loads(path.read_text())
-        except (OSError, ValueError) as error:
-            raise ProviderError(f"{path}: {error}", permanent=True) from error
-        if not isinstance(properties, dict) or set(properties) - {"boot", "python"}:
-            raise ProviderError(f"{path} holds an object with `boot` and `python` only",
-                                permanent=True)
-        properties = {"boot": "agent", "python": STOCK_PYTHON, **properties}
-        python = properties["python"]
-        if properties["boot"] not in ("agent", "cloud-config"):
-            raise ProviderError(f"{path}: boot is \"agent\" or \"cloud-config\"",
-                                permanent=True)
-        if (not isinstance(python, str) or not python.startswith("/") or len(python) > 255
-                or not python.isprintable() or any(c.isspace() for c in python)):
-            raise ProviderError(f"{path}: python is an absolute path", permanent=True)
-        if properties["boot"] == "cloud-config" and not self.namespaced:
+            properties = ImageProperties.model_validate_json(path.read_bytes())
+        except OSError as error:
+            raise ProviderError(f"{path}: {error.strerror}", permanent=True) from error
+        except ValidationError as error:
+            raise ProviderError(f"{path}: {errors.describe(error)}", permanent=True) from error
+        if properties.boot == "cloud-config" and not self.namespaced:
             raise ProviderError(f"image {image.name!r} boots from its cloud-config, as root "
                                 "would on the member: that needs the local provider's "
                                 "namespaces (run the controller as root)", permanent=True)
