@@ -8,7 +8,10 @@ import base64
 import hashlib
 import json
 import shutil
+import socket
+import ssl
 import subprocess
+import time
 import zipfile
 from pathlib import Path
 
@@ -16,8 +19,15 @@ import httpx
 import pytest
 
 from oneclick.api.protocol import Bootstrap
+from oneclick.controller.broker import agent_file
 from oneclick.controlplane import agent_bundle
-from tests.broker.staging import make_image, member_status, stage_launch, start_agent
+from tests.broker.staging import (
+    StagedMember,
+    make_image,
+    member_status,
+    stage_launch,
+    start_agent,
+)
 from tests.conftest import kubectl
 from tests.controller.launches import create, sample, wait_until
 from tests.controller_process import ControllerProcess
@@ -115,6 +125,63 @@ def test_a_member_fetches_the_agent_from_the_broker_and_checks_its_digest(
     assert agent.read_bytes() == bundle.read_bytes()
     helped = stock(str(agent), "--help", cache=tmp_path / "cache")
     assert helped.returncode == 0 and "occ-agent" in helped.stdout, helped.stderr
+
+
+def test_members_that_ask_for_the_agent_and_never_read_it_cannot_exhaust_the_controller(
+    bundle: Path, controller: ControllerProcess, kubeconfig: Path, namespace: str,
+    token_key: bytes,
+) -> None:
+    """40 members ask for the 8 MiB file at once and never read it. Each download holds one
+    of 32 slots and a few chunks, not the whole file encrypted into its connection: the
+    controller's memory barely moves, the members beyond the slots are told to retry, one
+    member gets one download at a time, and once the stalled readers are cut off an honest
+    member is served the whole file."""
+    shutil.copyfile(bundle, controller.extra_env["OCC_AGENT_BUNDLE"])
+    members = list(stage_launch(kubeconfig, namespace, "hoard", {"roles": [
+        {"name": "w", "image": "base-cluster", "quantity": 42}]}, token_key).values())
+    assert controller.process is not None
+    pid = controller.process.pid
+
+    def ask(member: StagedMember) -> ssl.SSLSocket:
+        raw = socket.socket()
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # (reads nothing more)
+        raw.connect(("127.0.0.1", controller.broker_port))
+        tls = controller.tls().wrap_socket(raw, server_hostname="127.0.0.1")
+        tls.sendall((f"GET /v1/agent HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                     f"Authorization: Bearer {member.token}\r\n"
+                     f"OneClick-Member: {namespace}/hoard/{member.name}\r\n\r\n").encode())
+        return tls
+
+    before = rss_mib(pid)
+    hoarders = [ask(member) for member in members[:40]]
+    answers = [tls.recv(12).decode() for tls in hoarders]  # the status line's start, no more
+    time.sleep(2)
+    grown = rss_mib(pid) - before
+    again = ask(members[0])  # (holds a slot already)
+    try:
+        assert grown < 64, f"the controller grew by {grown:.0f} MiB for 40 stalled downloads"
+        assert answers.count("HTTP/1.1 200") == agent_file.DOWNLOADS, answers
+        assert answers.count("HTTP/1.1 429") == 40 - agent_file.DOWNLOADS, answers
+        assert again.recv(12).decode() == "HTTP/1.1 429"
+
+        honest = {"Authorization": f"Bearer {members[41].token}",
+                  "OneClick-Member": f"{namespace}/hoard/{members[41].name}"}
+        with httpx.Client(base_url=controller.broker_url, verify=controller.tls(),
+                          timeout=10) as broker:
+            assert broker.get("/v1/agent", headers=honest).status_code == 429  # (all taken)
+            time.sleep(agent_file.STALL + 5)  # the stalled readers are cut off by then
+            fetched = broker.get("/v1/agent", headers=honest)
+        assert fetched.status_code == 200 and fetched.content == bundle.read_bytes()
+    finally:
+        for tls in [*hoarders, again]:
+            tls.close()
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError(f"no VmRSS for process {pid}")
 
 
 def documented_fetch() -> str:

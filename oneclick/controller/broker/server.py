@@ -20,7 +20,7 @@ from oneclick import __version__
 from oneclick.api.protocol import PROTOCOL_VERSION, Identity, Pending, Report
 from oneclick.controller import metrics
 from oneclick.controller.broker import identity_rules, openapi
-from oneclick.controller.broker.agent_file import AgentFile
+from oneclick.controller.broker.agent_file import AgentFile, Downloads, send_file
 from oneclick.controller.broker.auth import Authenticator
 from oneclick.controller.broker.bodies import BODY_LIMIT, read_body
 from oneclick.controller.broker.context import ContextBuilder, DataUnavailable, LaunchGone
@@ -55,6 +55,7 @@ class Broker:
         # names no two members share, each under its launch's domain
         self._claims = identity_rules.LaunchClaims(cache, domains)
         self._writing: set[Key] = set()  # members whose status write is in flight
+        self._downloads = Downloads()  # members being sent the agent file
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=BODY_LIMIT, middlewares=[self._errors])
@@ -223,16 +224,22 @@ class Broker:
             await self._store(record, member_status(record, record.identity, report))
         return web.json_response({"stored": True})
 
-    async def agent(self, request: web.Request) -> web.Response:
+    async def agent(self, request: web.Request) -> web.StreamResponse:
         """The agent as one file, for a member whose image has none (its token opens it, as
         every endpoint); Content-Digest carries its SHA-256 to check before running it."""
-        self._auth.member(request)
+        record = self._auth.member(request)
         try:
             served = self.agent_file.current()  # (read and hashed once per change of the file)
         except LookupError as error:
             raise Problem(404, str(error)) from error
-        return web.Response(body=served.body, content_type="application/zip",
-                            headers={"Content-Digest": served.content_digest})
+        if not self._downloads.start(record.uid):
+            raise Problem(429, f"the agent is being sent to {len(self._downloads.members)} "
+                               "members now (at most one download each); retry",
+                          {"Retry-After": RETRY_AFTER})
+        try:
+            return await send_file(request, served)
+        finally:
+            self._downloads.end(record.uid)
 
     async def openapi(self, request: web.Request) -> web.Response:
         return web.json_response(openapi.document())
