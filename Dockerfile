@@ -24,12 +24,21 @@ COPY distributions distributions
 COPY oneclick oneclick
 RUN /opt/occ/bin/pip install --no-cache-dir --disable-pip-version-check --no-deps \
       -c hack/constraints.txt ./distributions/oneclick-agent .
+# The agent as one file (oneclick-agent.pyz: oneclick/controlplane/agent_bundle.py), from the
+# same sources and constraints, its libraries for this image's CPython: the controller serves
+# it at /v1/agent (OCC_AGENT_BUNDLE below) to members whose image has no agent.
+RUN set -e; export OCC_CACHE_DIR=/tmp/agent-bundle; \
+    bundle="$(/opt/occ/bin/python -m oneclick.controlplane.agent_bundle)"; \
+    install -D -m 0644 "$bundle" /opt/occ/share/oneclick/oneclick-agent.pyz; \
+    rm -rf "$OCC_CACHE_DIR"
 
 FROM ${BASE}
 COPY --from=build /opt/occ /opt/occ
+# OCC_AGENT_BUNDLE: served by default (the chart's agent.serve: false sets it empty).
 ENV PATH=/opt/occ/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
-    PYTHONUNBUFFERED=1
+    PYTHONUNBUFFERED=1 \
+    OCC_AGENT_BUNDLE=/opt/occ/share/oneclick/oneclick-agent.pyz
 RUN useradd --uid 10001 --user-group --no-create-home --home-dir /nonexistent occ
 # Non-root, and nothing it writes outside /tmp (the chart mounts the root read-only).
 USER 10001:10001
