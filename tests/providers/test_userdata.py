@@ -4,10 +4,12 @@ take the bootstrap; anything else in its place is refused, saying why."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -17,6 +19,7 @@ from oneclick.agent.bootstrap import BootstrapNotFound, parse, read
 from oneclick.api.protocol import Bootstrap
 from oneclick.controller.providers import LaunchRequest, ProviderError, userdata
 from oneclick.controller.providers.local import LocalProvider, _user_data
+from tests.providers.hostile_broker import HostileBroker, Way, hostile_broker
 
 
 @pytest.fixture(scope="module")
@@ -127,6 +130,11 @@ def test_the_local_provider_writes_under_var_lib_oneclick_only(
     ("token", "T" * 40 + "\r\nX-Evil: 1", "the token is malformed"),
     ("member", "../../etc", "member is not a Kubernetes name"),
     ("agentSha256", "0" * 63, "agentSha256 is not a SHA-256 in hex"),
+    ("brokerUrl", "https://10.213.0.1:99999", "brokerUrl is not an https:// address"),
+    ("caCert", "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+     "caCert is not a usable PEM certificate: no start line"),
+    ("caCert", "-----BEGIN CERTIFICATE-----\nAAAA\u00e9\n-----END CERTIFICATE-----\n",
+     "caCert is not a usable PEM certificate: cadata should be an ASCII string"),
 ])
 def test_occ_boot_refuses_a_hostile_bootstrap_with_debians_python(
     bootstrap: Bootstrap, tmp_path: Path, field: str, value: str, says: str,
@@ -143,6 +151,7 @@ def test_occ_boot_refuses_a_hostile_bootstrap_with_debians_python(
                          env={"PATH": "/usr/bin:/bin"})
     assert ran.returncode == 2 and says in ran.stderr, ran.stderr
     assert bootstrap.token not in ran.stderr + ran.stdout
+    one_line_each(ran.stderr)  # (a bad CA is final: said, not a traceback)
 
 
 def test_occ_boot_leaves_an_image_that_has_its_own_agent_to_it(
@@ -188,3 +197,83 @@ async def test_a_stock_image_needs_the_namespaced_members(
                                 namespaced=True).launch(request)
         assert refused.value.permanent and "image.json" in str(refused.value)
     assert not list((tmp_path / "state").glob("instances/*"))
+
+
+# occ-boot as the member's python3 runs it, with its directory and deadline set for the test
+# (module constants): everything else is the script the cloud-config carries.
+RUN = """import importlib.util, os, sys
+spec = importlib.util.spec_from_file_location("occ_boot", sys.argv[1])
+boot = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(boot)
+boot.AGENTS, boot.DEADLINE = sys.argv[2], float(sys.argv[3])
+sys.exit(boot.main(sys.argv[4:]))
+"""
+# The agent the hostile broker serves: it says how it was run (padded: a trickle of it lasts).
+FAKE_AGENT = (b"import os, sys\n"
+              b"print('the agent ran:', *sys.argv[1:], 'cache:', os.environ['OCC_AGENT_CACHE'])\n"
+              + b"#" * 2000 + b"\n")
+
+
+def occ_boot(tmp_path: Path, broker: HostileBroker,
+             deadline: float = 60) -> subprocess.CompletedProcess[str]:
+    digest = hashlib.sha256(FAKE_AGENT).hexdigest()
+    bootstrap = Bootstrap(broker_url=broker.url, ca_cert=broker.ca, namespace="ns",
+                          cluster="c", member="c-head-node-0", token="T" * 43,
+                          agent_sha256=digest)
+    script, _ = userdata.files(userdata.render(bootstrap))[userdata.BOOT_SCRIPT]
+    (tmp_path / "occ-boot.py").write_text(script)
+    (tmp_path / "bootstrap.json").write_text(bootstrap.model_dump_json(by_alias=True))
+    agents = tmp_path / "oneclick"
+    env = {"PATH": "/usr/bin:/bin", "OCC_AGENT_CACHE": "/tmp"}
+    return subprocess.run(["/usr/bin/python3", "-I", "-c", RUN, str(tmp_path / "occ-boot.py"),
+                           str(agents), str(deadline), "--bootstrap",
+                           str(tmp_path / "bootstrap.json")],
+                          capture_output=True, text=True, check=False, timeout=60, env=env)
+
+
+def one_line_each(stderr: str) -> None:
+    """Whatever happened, occ-boot said it in its own lines: no traceback."""
+    assert all(line.startswith("occ-boot: ") for line in stderr.splitlines()), stderr
+
+
+def test_occ_boot_retries_a_cut_off_download_and_runs_the_whole_agent(tmp_path: Path) -> None:
+    """A controller restarting mid-download, something that is not HTTP, an answer that
+    cannot say it is whole: each is tried again, none is a digest mismatch; then the whole
+    agent is kept and run."""
+    script: list[Way] = ["cut", "not-http", "no-length", "whole"]
+    with hostile_broker(tmp_path, FAKE_AGENT, script) as broker:
+        ran = occ_boot(tmp_path, broker)
+    assert ran.returncode == 0, ran.stderr
+    assert broker.served == script and broker.reports == []
+    one_line_each(ran.stderr)
+    assert (f"the transfer was cut short after {len(FAKE_AGENT) // 2} bytes, "
+            f"{len(FAKE_AGENT) - len(FAKE_AGENT) // 2} more expected") in ran.stderr
+    assert "the answer is not HTTP (BadStatusLine" in ran.stderr
+    assert "the answer has no Content-Length: it may be cut short" in ran.stderr
+    assert "mismatch" not in ran.stderr
+    kept = tmp_path / "oneclick" / f"occ-agent-{hashlib.sha256(FAKE_AGENT).hexdigest()[:16]}.pyz"
+    assert kept.read_bytes() == FAKE_AGENT and kept.stat().st_mode & 0o777 == 0o700
+    assert ran.stdout.startswith(f"the agent ran: --bootstrap {tmp_path / 'bootstrap.json'} ")
+
+
+@pytest.mark.parametrize(("way", "says"), [
+    ("trickle", "The read operation timed out"),  # (each byte well within 60 s)
+    ("not-http", "the answer is not HTTP (BadStatusLine"),
+])
+def test_occ_boot_gives_up_at_its_deadline_and_reports_why(tmp_path: Path, way: Way,
+                                                           says: str) -> None:
+    """The deadline bounds the whole fetch, however slowly the bytes come; what kept it from
+    the agent is said in one line and reported, and nothing is run."""
+    with hostile_broker(tmp_path, FAKE_AGENT, [way]) as broker:
+        started = time.monotonic()
+        ran = occ_boot(tmp_path, broker, deadline=3)
+        took = time.monotonic() - started
+    assert ran.returncode == 1 and took < 15, (took, ran.stderr)
+    one_line_each(ran.stderr)
+    assert f"occ-boot: could not fetch the agent from {broker.url}: {says}" in ran.stderr
+    assert "mismatch" not in ran.stderr and "the agent ran" not in ran.stdout
+    [report] = broker.reports
+    assert report["ok"] is False and report["failedStep"] == "occ-boot: fetch the agent"
+    assert says in str(report["message"])
+    assert not list(tmp_path.glob("oneclick/*"))  # (nothing kept)
+

@@ -4,8 +4,10 @@ only; the controller ships this file inside the user data, it imports nothing of
 An image that has its own `occ-agent` runs it itself (its boot units, Nimbus images): this
 leaves it alone. Otherwise the agent comes from the broker: fetched over HTTPS trusting only
 the bootstrap's CA, with the member's token; run only when its SHA-256 is the one the
-bootstrap carries. A refusal exits non-zero saying why, and is reported to the broker (so
-the launch fails saying so) when the broker takes a report.
+bootstrap carries. A download cut short of its Content-Length, or an answer that is not HTTP,
+is tried again until the deadline, which bounds the whole fetch. A refusal exits non-zero
+saying why in one line, and is reported to the broker (so the launch fails saying so) when
+the broker takes a report; a bootstrap that cannot be used (its CA among it) cannot be.
 
     python3 occ-boot.py [--bootstrap FILE] [occ-agent's options ...]
 """
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import http.client
 import json
 import os
 import random
@@ -23,15 +26,15 @@ import socket
 import ssl
 import sys
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from typing import Any
 
 BOOTSTRAP = "/var/lib/oneclick/bootstrap.json"
 AGENTS = "/var/lib/oneclick"  # where a fetched agent is kept (root's, as the bootstrap)
 LIMIT = 64 * 1024 * 1024  # the largest agent taken (the bundle is about 8 MiB)
-DEADLINE = 1800.0  # seconds to keep trying a broker that cannot be reached
+DEADLINE = 1800.0  # seconds for the whole fetch, retries and slow transfers included
+WAIT = 60.0  # seconds for one request (and at most for any one wait within it)
+CHUNK = 256 * 1024
 NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
 TOKEN = re.compile(r"^[A-Za-z0-9._~+/=-]{32,256}$")
 DIGEST = re.compile(r"^[0-9a-f]{64}$")
@@ -57,6 +60,10 @@ def load(path: str) -> dict[str, Any]:
     url = bootstrap.get("brokerUrl")
     if not isinstance(url, str) or not re.match(r"^https://[^\s/?#@]+(/[^\s?#]*)?$", url):
         raise Refused(f"{path}: brokerUrl is not an https:// address")
+    try:
+        urllib.parse.urlsplit(url).port  # noqa: B018 (a port out of range raises)
+    except ValueError as error:
+        raise Refused(f"{path}: brokerUrl is not an https:// address ({error})") from error
     for field in ("namespace", "cluster", "member"):
         if not isinstance(bootstrap.get(field), str) or not NAME.match(bootstrap[field]):
             raise Refused(f"{path}: {field} is not a Kubernetes name")
@@ -64,51 +71,88 @@ def load(path: str) -> dict[str, Any]:
         raise Refused(f"{path}: the token is malformed")  # (never shown)
     if not isinstance(bootstrap.get("caCert"), str) or "CERTIFICATE" not in bootstrap["caCert"]:
         raise Refused(f"{path}: caCert is not a PEM certificate")
+    try:
+        trust(bootstrap["caCert"])
+    except (ssl.SSLError, TypeError, ValueError) as error:
+        raise Refused(f"{path}: caCert is not a usable PEM certificate: {line(error)}") from error
     digest = bootstrap.get("agentSha256")
     if digest is not None and (not isinstance(digest, str) or not DIGEST.match(digest)):
         raise Refused(f"{path}: agentSha256 is not a SHA-256 in hex")
     return bootstrap
 
 
-class NoRedirects(urllib.request.HTTPRedirectHandler):
-    """The token goes to the bootstrap's broker only, never where an answer points."""
+def line(error: BaseException) -> str:
+    """An error as one printable line."""
+    text = " ".join(str(error).split()) or type(error).__name__
+    return "".join(c if c.isprintable() else "?" for c in text)[:500]
 
-    def redirect_request(self, *args: Any) -> None:
-        return None
+
+def trust(ca: str) -> ssl.SSLContext:
+    """TLS that trusts the bootstrap's CA alone."""
+    tls = ssl.create_default_context(cadata=ca)
+    tls.minimum_version = ssl.TLSVersion.TLSv1_2
+    return tls
+
+
+def left(deadline: float) -> float:
+    """How long the next wait may take: what is left before `deadline`, WAIT at most."""
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        raise TimeoutError("the deadline passed")
+    return min(WAIT, remaining)
 
 
 class Broker:
+    """The bootstrap's broker over http.client, which follows no redirect: the token goes to
+    it alone, never where an answer points."""
+
     def __init__(self, bootstrap: dict[str, Any]) -> None:
         self.base = bootstrap["brokerUrl"].rstrip("/")
-        self.tls = ssl.create_default_context(cadata=bootstrap["caCert"])
-        self.tls.minimum_version = ssl.TLSVersion.TLSv1_2
-        self.opener = urllib.request.build_opener(
-            NoRedirects, urllib.request.HTTPSHandler(context=self.tls))
+        split = urllib.parse.urlsplit(self.base)
+        self.host, self.port, self.prefix = str(split.hostname), split.port or 443, split.path
+        self.tls = trust(bootstrap["caCert"])
         self.headers = {
             "Authorization": "Bearer " + bootstrap["token"],
             "OneClick-Member": "/".join(bootstrap[k] for k in ("namespace", "cluster",
                                                                "member")),
             "User-Agent": "occ-boot"}
 
-    def call(self, path: str, body: dict[str, Any] | None = None,
-             limit: int = 64 * 1024) -> tuple[int, dict[str, str], bytes]:
+    def call(self, path: str, body: dict[str, Any] | None = None, limit: int = 64 * 1024,
+             deadline: float | None = None) -> tuple[int, http.client.HTTPMessage, bytes]:
         """One request: its status, headers and body (at most `limit` bytes, one more says
-        there was more)."""
+        there was more), all of it by `deadline` (WAIT from now by default). A body cut short
+        of its Content-Length raises http.client.IncompleteRead."""
+        deadline = time.monotonic() + WAIT if deadline is None else deadline
         data = None if body is None else json.dumps(body).encode()
         headers = {**self.headers, **({"Content-Type": "application/json"} if data else {})}
-        # (https:// only: load() checked the broker's URL)
-        request = urllib.request.Request(self.base + path, data=data,  # noqa: S310
-                                         headers=headers)
+        connection = http.client.HTTPSConnection(self.host, self.port, timeout=left(deadline),
+                                                 context=self.tls)
         try:
-            with self.opener.open(request, timeout=60) as answer:
-                return answer.status, dict(answer.headers), answer.read(limit + 1)
-        except urllib.error.HTTPError as error:
-            return error.code, dict(error.headers), error.read(64 * 1024)
+            connection.connect()
+            sock = connection.sock  # (the answer reads from it: each wait is bounded here)
+            connection.request("GET" if data is None else "POST", self.prefix + path,
+                               body=data, headers=headers)
+            sock.settimeout(left(deadline))
+            answer = connection.getresponse()
+            chunks: list[bytes] = []
+            size = 0
+            while size <= limit:
+                sock.settimeout(left(deadline))
+                chunk = answer.read1(min(CHUNK, limit + 1 - size))
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                size += len(chunk)
+            received = b"".join(chunks)
+            if size <= limit and answer.length:  # (the connection closed before the end)
+                raise http.client.IncompleteRead(received, answer.length)
+            return answer.status, answer.msg, received
+        finally:
+            connection.close()
 
     def address(self) -> str:
         """This member's address towards the broker (the one its packets leave from)."""
-        split = urllib.parse.urlsplit(self.base)
-        family, _, _, _, where = socket.getaddrinfo(split.hostname, split.port or 443,
+        family, _, _, _, where = socket.getaddrinfo(self.host, self.port,
                                                     type=socket.SOCK_DGRAM)[0]
         with socket.socket(family, socket.SOCK_DGRAM) as probe:
             probe.connect(where)
@@ -126,21 +170,33 @@ def problem(body: bytes) -> str:
 
 
 def fetch(broker: Broker, deadline: float) -> tuple[bytes, str | None]:
-    """The agent the broker serves, and its Content-Digest; retried while the broker cannot
-    be reached or is busy, refused on any other answer."""
+    """The agent the broker serves whole, and its Content-Digest, by `deadline`; retried while
+    the broker cannot be reached, is busy, cuts the transfer short or answers other than
+    HTTP, refused on any other answer."""
     attempt = 0
     while True:
         try:
-            status, headers, body = broker.call("/v1/agent", limit=LIMIT)
-            if status == 200:
-                if len(body) > LIMIT:
-                    raise Refused(f"the agent the broker serves is over {LIMIT} bytes")
+            status, headers, body = broker.call("/v1/agent", limit=LIMIT, deadline=deadline)
+            said = headers.get("Content-Length", "")
+            length = int(said) if said.isdigit() else None
+            if status == 200 and max(len(body), length or 0) > LIMIT:
+                raise Refused(f"the agent the broker serves is over {LIMIT} bytes")
+            if status == 200 and length == len(body):
                 return body, headers.get("Content-Digest")
-            if status not in (429, 500, 502, 503, 504):
+            if status == 200:  # (never taken for whole: a cut copy would be a "mismatch")
+                why = (f"the answer says it is {said} bytes, {len(body)} came" if said
+                       else "the answer has no Content-Length: it may be cut short")
+            elif status not in (429, 500, 502, 503, 504):
                 raise Refused(f"the broker refused the agent ({status}): {problem(body)}")
-            why = f"the broker answered {status}"
-        except (OSError, ssl.SSLError) as error:  # (urllib's URLError is an OSError)
-            why = str(getattr(error, "reason", error))
+            else:
+                why = f"the broker answered {status}"
+        except http.client.IncompleteRead as error:
+            why = (f"the transfer was cut short after {len(error.partial)} bytes, "
+                   f"{error.expected} more expected")
+        except http.client.HTTPException as error:
+            why = f"the answer is not HTTP ({type(error).__name__}: {line(error)})"
+        except OSError as error:  # (ssl.SSLError and TimeoutError are OSErrors)
+            why = line(error)
         attempt += 1
         delay = random.uniform(0.5, min(15.0, 0.5 * 2 ** attempt))  # noqa: S311
         if time.monotonic() + delay > deadline:
@@ -211,8 +267,8 @@ def report(bootstrap: dict[str, Any], broker: Broker, message: str) -> None:
                 "message": message[:4000], "logTail": f"occ-boot: {message}\n"[:16000]})
         if status != 200:
             say(f"the broker did not take the report ({status}): {problem(body)}")
-    except (OSError, ssl.SSLError, ValueError) as error:
-        say(f"could not report to the broker: {error}")
+    except (OSError, http.client.HTTPException, ValueError) as error:
+        say(f"could not report to the broker: {line(error)}")
 
 
 def main(argv: list[str]) -> int:
