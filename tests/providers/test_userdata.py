@@ -206,6 +206,9 @@ spec = importlib.util.spec_from_file_location("occ_boot", sys.argv[1])
 boot = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(boot)
 boot.AGENTS, boot.DEADLINE = sys.argv[2], float(sys.argv[3])
+if os.environ.get("STALE"):  # what a crash during keep() left, for this very pid
+    os.makedirs(boot.AGENTS, mode=0o700)
+    open(os.environ["STALE"].replace("PID", str(os.getpid())), "w").close()
 sys.exit(boot.main(sys.argv[4:]))
 """
 # The agent the hostile broker serves: it says how it was run (padded: a trickle of it lasts).
@@ -214,8 +217,8 @@ FAKE_AGENT = (b"import os, sys\n"
               + b"#" * 2000 + b"\n")
 
 
-def occ_boot(tmp_path: Path, broker: HostileBroker,
-             deadline: float = 60) -> subprocess.CompletedProcess[str]:
+def occ_boot(tmp_path: Path, broker: HostileBroker, deadline: float = 60,
+             stale: bool = False) -> subprocess.CompletedProcess[str]:
     digest = hashlib.sha256(FAKE_AGENT).hexdigest()
     bootstrap = Bootstrap(broker_url=broker.url, ca_cert=broker.ca, namespace="ns",
                           cluster="c", member="c-head-node-0", token="T" * 43,
@@ -225,6 +228,8 @@ def occ_boot(tmp_path: Path, broker: HostileBroker,
     (tmp_path / "bootstrap.json").write_text(bootstrap.model_dump_json(by_alias=True))
     agents = tmp_path / "oneclick"
     env = {"PATH": "/usr/bin:/bin", "OCC_AGENT_CACHE": "/tmp"}
+    if stale:
+        env["STALE"] = str(agents / f"occ-agent-{digest[:16]}.pyz.PID.new")
     return subprocess.run(["/usr/bin/python3", "-I", "-c", RUN, str(tmp_path / "occ-boot.py"),
                            str(agents), str(deadline), "--bootstrap",
                            str(tmp_path / "bootstrap.json")],
@@ -277,3 +282,13 @@ def test_occ_boot_gives_up_at_its_deadline_and_reports_why(tmp_path: Path, way: 
     assert says in str(report["message"])
     assert not list(tmp_path.glob("oneclick/*"))  # (nothing kept)
 
+
+def test_occ_boot_keeps_the_agent_past_what_a_crash_left(tmp_path: Path) -> None:
+    """A staging file left by a crash during keep(), under the name a later boot's pid
+    would have chosen, is not in the way."""
+    with hostile_broker(tmp_path, FAKE_AGENT, ["whole"]) as broker:
+        ran = occ_boot(tmp_path, broker, stale=True)
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout.startswith("the agent ran: --bootstrap")
+    assert [p.name for p in (tmp_path / "oneclick").glob("*.new")] != []  # (it was there)
+    assert [p.name for p in (tmp_path / "oneclick").glob(".occ-agent-*")] == []

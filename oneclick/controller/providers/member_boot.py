@@ -15,6 +15,7 @@ the broker takes a report; a bootstrap that cannot be used (its CA among it) can
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import http.client
 import json
@@ -25,6 +26,7 @@ import shutil
 import socket
 import ssl
 import sys
+import tempfile
 import time
 import urllib.parse
 from typing import Any
@@ -209,13 +211,19 @@ def keep(body: bytes, digest: str) -> str:
     """The agent written where root alone can change it, under its digest (replaced whole)."""
     os.makedirs(AGENTS, mode=0o700, exist_ok=True)
     target = os.path.join(AGENTS, f"occ-agent-{digest[:16]}.pyz")
-    staging = f"{target}.{os.getpid()}.new"
-    fd = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o700)
-    with os.fdopen(fd, "wb") as out:
-        out.write(body)
-        out.flush()
-        os.fsync(out.fileno())
-    os.replace(staging, target)
+    # A fresh name (O_EXCL, no link followed, 0600): a file a crash left is never in the way.
+    fd, staging = tempfile.mkstemp(prefix=".occ-agent-", suffix=".new", dir=AGENTS)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            os.fchmod(out.fileno(), 0o700)
+            out.write(body)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(staging, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(staging)
+        raise
     return target
 
 
