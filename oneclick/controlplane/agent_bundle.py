@@ -5,7 +5,10 @@ three libraries (pydantic, httpx, cryptography, with what they need), nothing of
 controller: an image or a host gets the agent without the operator. Run as `python3
 oneclick-agent.pyz [occ-agent's options]`: its `__main__` unpacks the libraries once per
 bundle (compiled modules cannot be imported from a zip) into a cache directory named by the
-bundle's digest, then runs `occ-agent` from there.
+bundle's digest, then runs `occ-agent` from there. An unpacked copy is trusted only where no
+other user could have put it: it, the cache directory and that one's parent are this user's
+(or root's) and writable by no one else (a sticky parent, as /tmp, aside); root never
+unpacks into a shared directory such as /tmp.
 
 The compiled libraries are those of the interpreter that builds it (CPython 3.11 on x86_64
 Linux here); the bundle says so and refuses another interpreter with a clear message.
@@ -35,7 +38,7 @@ LIBRARIES = ("pydantic", "httpx", "cryptography")  # what the agent installs wit
 CARRIED = ("__init__.py", "api", "agent")  # of oneclick/
 
 MAIN = '''"""oneclick-agent: unpack once (per bundle digest), then run occ-agent."""
-import os, sys, tempfile, zipfile
+import os, shutil, stat, sys, tempfile, zipfile
 from pathlib import Path
 
 BUNDLE, DIGEST, PYTHON = {bundle!r}, {digest!r}, {python!r}
@@ -43,25 +46,63 @@ here = "%d.%d" % sys.version_info[:2]
 if here != PYTHON:
     sys.exit("%s carries libraries for CPython %s; this is %s %s: run it with python%s"
              % (BUNDLE, PYTHON, sys.implementation.name, here, PYTHON))
+ME = os.geteuid()
+
+
+def private(path, follow=True, shared=False):
+    """A directory of this user's (or root's) that no one else can write to; `shared`: or
+    a sticky one (/tmp), whose entries no one else can move."""
+    try:
+        info = os.stat(path) if follow else os.lstat(path)
+    except OSError:
+        return False
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid not in (ME, 0):
+        return False
+    return not info.st_mode & 0o022 or (shared and bool(info.st_mode & stat.S_ISVTX))
+
+
+def unpacked(base):
+    """The libraries unpacked before, trusted only where no one else could have put them:
+    the directory, its cache and the cache's parent are this user's, and none is writable by
+    others (a sticky parent, /tmp, may be; a sticky cache only when this is not root)."""
+    target = Path(base) / ("agent-" + DIGEST)
+    if (private(os.path.dirname(os.path.abspath(base)), shared=True)
+            and private(base, shared=ME != 0) and private(target, follow=False)
+            and (target / ".complete").is_file()):
+        return target
+    return None
+
+
 bases = [os.environ.get("OCC_AGENT_CACHE"), "/var/cache/oneclick",
          str(Path.home() / ".cache" / "oneclick"), tempfile.gettempdir()]
+target = None
 for base in filter(None, bases):
-    target = Path(base) / ("agent-" + DIGEST)
-    if (target / ".complete").exists():
+    target = unpacked(base)
+    if target is not None:
         break
     try:
-        Path(base).mkdir(parents=True, exist_ok=True)
+        os.makedirs(base, mode=0o700, exist_ok=True)
+    except OSError:
+        continue
+    if not private(base, shared=ME != 0):
+        continue  # (root never unpacks where another user can write: /tmp)
+    try:
         staging = Path(tempfile.mkdtemp(prefix=".agent-", dir=base))
     except OSError:
         continue
-    with zipfile.ZipFile(sys.argv[0]) as archive:
-        archive.extractall(staging, [n for n in archive.namelist() if n.startswith("lib/")])
-    (staging / ".complete").touch()
     try:
-        staging.rename(target)
-    except OSError:  # another run unpacked it first
-        pass
-    break
+        with zipfile.ZipFile(sys.argv[0]) as archive:
+            archive.extractall(staging, [n for n in archive.namelist() if n.startswith("lib/")])
+        (staging / ".complete").touch()
+        staging.rename(Path(base) / ("agent-" + DIGEST))
+    except OSError:  # another run unpacked it first (or the disk is full)
+        shutil.rmtree(staging, ignore_errors=True)
+    target = unpacked(base)
+    if target is not None:
+        break
+if target is None:
+    sys.exit("%s: no directory to unpack its libraries into that only this user can write "
+             "(tried %s): name one in OCC_AGENT_CACHE" % (BUNDLE, ", ".join(filter(None, bases))))
 sys.path.insert(0, str(target / "lib"))
 from oneclick.agent.main import main  # noqa: E402
 sys.argv[0] = "occ-agent"
@@ -87,8 +128,10 @@ def _sources() -> list[Path]:
 
 
 def _inputs_digest() -> str:
-    """What the bundle is made of: our sources, the pinned libraries, the interpreter."""
+    """What the bundle is made of: our sources, the pinned libraries, the interpreter, its
+    __main__."""
     h = hashlib.sha256(f"{python_tag()} {platform.machine()} {__version__}".encode())
+    h.update(MAIN.encode())
     h.update(CONSTRAINTS.read_bytes())
     for path in _sources():
         h.update(path.relative_to(REPO).as_posix().encode() + b"\0" + path.read_bytes())

@@ -7,6 +7,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import os
+import re
 import shutil
 import socket
 import ssl
@@ -64,6 +66,70 @@ def test_the_bundle_carries_the_agent_and_its_libraries_only(bundle: Path,
                         "import oneclick.agent.main; import kopf", cache=tmp_path)
     assert "No module named 'kopf'" in probe.stderr, probe.stderr
     assert not (unpacked / "oneclick" / "controller").exists()
+
+
+PLANTED = "def main():\n    print('planted code ran')\n"
+
+
+def plant(base: Path, digest: str, owner: int) -> None:
+    """An unpacked agent's place, `.complete` and all, with someone else's code in it."""
+    target = base / f"agent-{digest}"
+    for package in ("lib/oneclick", "lib/oneclick/agent"):
+        (target / package).mkdir(parents=True)
+        (target / package / "__init__.py").write_text("")
+    (target / "lib/oneclick/agent/main.py").write_text(PLANTED)
+    (target / ".complete").touch()
+    for path in [target, *target.rglob("*")]:
+        os.lchown(path, owner, owner)
+
+
+def unpacked_digest(bundle: Path) -> str:
+    with zipfile.ZipFile(bundle) as archive:
+        main = archive.read("__main__.py").decode()
+    found = re.search(r"^BUNDLE, DIGEST, PYTHON = '[^']+', '([0-9a-f]+)'", main, re.M)
+    assert found, main
+    return found.group(1)
+
+
+def test_root_runs_no_libraries_another_user_could_have_put_in_its_cache(
+    bundle: Path, tmp_path: Path,
+) -> None:
+    """A cache others can write to (even holding root's files: anyone could have swapped
+    them), and a shared /tmp where a local user unpacked first: root trusts neither, and
+    unpacks where only it writes, or refuses saying where to. (This machine's /var/cache is
+    read-only here: a mount namespace of the test's.)"""
+    digest = unpacked_digest(bundle)
+    shared = tmp_path / "tmp"  # (TMPDIR: what tempfile.gettempdir() gives)
+    shared.mkdir()
+    shared.chmod(0o1777)
+    plant(shared, digest, owner=65534)
+    loose = tmp_path / "loose"
+    loose.mkdir()
+    loose.chmod(0o777)
+    plant(loose, digest, owner=0)
+
+    def run(home: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["unshare", "--mount", "--propagation", "private", "sh", "-c",
+             'mount -t tmpfs -o ro none /var/cache && exec "$@"', "sh",
+             STOCK_PYTHON, "-I", str(bundle), "--help"],
+            capture_output=True, text=True, check=False, timeout=120,
+            env={"PATH": "/usr/bin:/bin", "HOME": home, "TMPDIR": str(shared),
+                 "OCC_AGENT_CACHE": str(loose)})
+
+    nowhere = run("/var/cache/home")  # (read-only: no ~/.cache to make)
+    assert "planted code ran" not in nowhere.stdout, nowhere.stdout
+    assert nowhere.returncode != 0
+    assert (f"no directory to unpack its libraries into that only this user can write (tried "
+            f"{loose}, /var/cache/oneclick, /var/cache/home/.cache/oneclick, {shared}): name "
+            "one in OCC_AGENT_CACHE") in nowhere.stderr, nowhere.stderr
+    home = tmp_path / "home"
+    home.mkdir(mode=0o700)
+    helped = run(str(home))
+    assert helped.returncode == 0 and "occ-agent" in helped.stdout, helped.stderr
+    assert "planted code ran" not in helped.stdout
+    assert (home / f".cache/oneclick/agent-{digest}/.complete").is_file()
+    assert (home / ".cache/oneclick").stat().st_mode & 0o777 == 0o700
 
 
 def test_the_bundle_contextualizes_a_member_with_a_stock_python(

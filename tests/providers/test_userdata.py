@@ -227,7 +227,7 @@ def occ_boot(tmp_path: Path, broker: HostileBroker, deadline: float = 60,
     (tmp_path / "occ-boot.py").write_text(script)
     (tmp_path / "bootstrap.json").write_text(bootstrap.model_dump_json(by_alias=True))
     agents = tmp_path / "oneclick"
-    env = {"PATH": "/usr/bin:/bin", "OCC_AGENT_CACHE": "/tmp"}
+    env = {"PATH": "/usr/bin:/bin", "OCC_AGENT_CACHE": "/tmp"}  # (not what the agent gets)
     if stale:
         env["STALE"] = str(agents / f"occ-agent-{digest[:16]}.pyz.PID.new")
     return subprocess.run(["/usr/bin/python3", "-I", "-c", RUN, str(tmp_path / "occ-boot.py"),
@@ -244,7 +244,8 @@ def one_line_each(stderr: str) -> None:
 def test_occ_boot_retries_a_cut_off_download_and_runs_the_whole_agent(tmp_path: Path) -> None:
     """A controller restarting mid-download, something that is not HTTP, an answer that
     cannot say it is whole: each is tried again, none is a digest mismatch; then the whole
-    agent is kept and run."""
+    agent is kept and run, its libraries unpacked under root's directory whatever the
+    environment said."""
     script: list[Way] = ["cut", "not-http", "no-length", "whole"]
     with hostile_broker(tmp_path, FAKE_AGENT, script) as broker:
         ran = occ_boot(tmp_path, broker)
@@ -258,7 +259,8 @@ def test_occ_boot_retries_a_cut_off_download_and_runs_the_whole_agent(tmp_path: 
     assert "mismatch" not in ran.stderr
     kept = tmp_path / "oneclick" / f"occ-agent-{hashlib.sha256(FAKE_AGENT).hexdigest()[:16]}.pyz"
     assert kept.read_bytes() == FAKE_AGENT and kept.stat().st_mode & 0o777 == 0o700
-    assert ran.stdout.startswith(f"the agent ran: --bootstrap {tmp_path / 'bootstrap.json'} ")
+    assert ran.stdout == (f"the agent ran: --bootstrap {tmp_path / 'bootstrap.json'} "
+                          f"cache: {tmp_path / 'oneclick' / 'cache'}\n")
 
 
 @pytest.mark.parametrize(("way", "says"), [

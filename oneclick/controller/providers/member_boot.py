@@ -7,7 +7,9 @@ the bootstrap's CA, with the member's token; run only when its SHA-256 is the on
 bootstrap carries. A download cut short of its Content-Length, or an answer that is not HTTP,
 is tried again until the deadline, which bounds the whole fetch. A refusal exits non-zero
 saying why in one line, and is reported to the broker (so the launch fails saying so) when
-the broker takes a report; a bootstrap that cannot be used (its CA among it) cannot be.
+the broker takes a report; a bootstrap that cannot be used (its CA among it) cannot be. The
+agent unpacks its libraries under /var/lib/oneclick/cache (root's), whatever the caller's
+environment says.
 
     python3 occ-boot.py [--bootstrap FILE] [occ-agent's options ...]
 """
@@ -300,8 +302,11 @@ def main(argv: list[str]) -> int:
         report(bootstrap, broker, str(error))
         return 1
     say(f"running the agent {agent} (SHA-256 {bootstrap['agentSha256']})")
-    os.execv(sys.executable,  # noqa: S606 (the agent just checked, by this interpreter)
-             [sys.executable, "-I", agent, "--bootstrap", path, *argv])
+    # Its libraries unpack where root alone writes, never a shared /tmp (the environment
+    # cloud-init gives names no cache).
+    environment = {**os.environ, "OCC_AGENT_CACHE": os.path.join(AGENTS, "cache")}
+    os.execve(sys.executable,  # noqa: S606 (the agent just checked, by this interpreter)
+              [sys.executable, "-I", agent, "--bootstrap", path, *argv], environment)
     return 127  # (execv returns only by raising)
 
 
