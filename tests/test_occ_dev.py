@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import hashlib
 import json
 import os
 import shlex
 import signal
 import socket
+import ssl
 import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
+
+from oneclick.api.protocol import Bootstrap
 from oneclick.kits.processes import running
 from tests.controller.launches import (
     create,
@@ -46,6 +52,12 @@ def _walk_through(first: subprocess.CompletedProcess[str], tmp_path: Path,
     assert "started control plane" in first.stderr
     kubeconfig = Path(first.stdout.strip())
     assert kubeconfig.is_file()
+    # The controller serves the agent file, built from this checkout (cached), from its copy.
+    served = tmp_path / "oneclick" / "dev" / "oneclick-agent.pyz"
+    assert f"it serves the agent file {served} to members" in first.stderr, first.stderr
+    digest = hashlib.sha256(served.read_bytes()).hexdigest()
+    log = (tmp_path / "oneclick" / "dev" / "controller.log").read_text()
+    assert f"serving the agent file {served} (sha256 {digest})" in log, log[-3000:]
 
     exported = occ("dev", "env", env=env)
     assert exported.stdout.strip() == f"export KUBECONFIG={shlex.quote(str(kubeconfig))}"
@@ -91,6 +103,24 @@ def squatting(port: int, patience: float = 15.0) -> Iterator[None]:
         yield
 
 
+def member_bootstrap(local_state: Path, namespace: str) -> Bootstrap:
+    """One running member's bootstrap, where the local provider wrote it in its root."""
+    for record in sorted(local_state.glob("instances/*/instance.json")):
+        if json.loads(record.read_text())["namespace"] == namespace:
+            return Bootstrap.model_validate_json(
+                (record.parent / "root" / "var" / "lib" / "oneclick" / "bootstrap.json"
+                 ).read_text())
+    raise AssertionError(f"no member of {namespace} in {local_state}")
+
+
+def fetch_agent(bootstrap: Bootstrap) -> httpx.Response:
+    """GET /v1/agent as the member: its token, and the broker's CA alone trusted."""
+    tls = ssl.create_default_context(cadata=bootstrap.ca_cert)
+    return httpx.get(f"{bootstrap.broker_url}/v1/agent", verify=tls, timeout=60, headers={
+        "Authorization": f"Bearer {bootstrap.token}",
+        "OneClick-Member": f"{bootstrap.namespace}/{bootstrap.cluster}/{bootstrap.member}"})
+
+
 def test_occ_dev_up_after_a_crash_brings_the_broker_back_where_members_look(
         binaries: dict[str, Path], tmp_path: Path) -> None:
     """A launch in flight, the controller killed, `occ dev up` again: the broker listens on the
@@ -126,6 +156,17 @@ def test_occ_dev_up_after_a_crash_brings_the_broker_back_where_members_look(
         assert launch["status"]["phase"] == "Ready", launch["status"]
         assert {m["status"]["brokerUrl"].rsplit(":", 1)[1]
                 for m in members(kubeconfig, "default", name)} == {str(port)}
+        # The restarted controller serves the agent file too: a member fetches it with its own
+        # bootstrap (token, CA), as a member whose image has no agent does, and gets the file
+        # whose digest its bootstrap carries.
+        served = (workdir / "oneclick-agent.pyz").read_bytes()
+        bootstrap = member_bootstrap(tmp_path / "oneclick" / "local", "default")
+        assert bootstrap.agent_sha256 == hashlib.sha256(served).hexdigest()
+        fetched = fetch_agent(bootstrap)
+        assert fetched.status_code == 200, fetched.text
+        assert fetched.content == served
+        assert fetched.headers["Content-Digest"] == (
+            f"sha-256=:{base64.b64encode(hashlib.sha256(served).digest()).decode()}:")
     finally:
         occ("dev", "down", env=env)
     assert live_instances(tmp_path / "oneclick" / "local", "default") == {}

@@ -40,7 +40,12 @@ def dev() -> None:
 @click.option("--node", "with_node", is_flag=True,
               help="Also run a node on this machine (containerd, kube-proxy, a kubelet; root "
                    "only) with the controller's image built and imported, for `helm install`.")
-def up(controller: bool | None, with_node: bool) -> None:
+@click.option("--agent/--no-agent", "serve_agent", default=True,
+              help="The controller serves the agent as one file (oneclick-agent.pyz, built "
+                   "from these sources the first time, then cached) to members whose image "
+                   "has none: stock images, ssh hosts with python3 alone. Default: yes (an "
+                   "OCC_AGENT_BUNDLE of the environment is served instead of a build).")
+def up(controller: bool | None, with_node: bool, serve_agent: bool) -> None:
     """Start the control plane (and the controller), or reuse them; print the kubeconfig.
 
     \b
@@ -65,13 +70,18 @@ def up(controller: bool | None, with_node: bool) -> None:
                    f"its logs: {node.workdir}", err=True)
     if controller if controller is not None else not with_node:
         try:
-            state, fresh = devcontroller.start(plane)
+            state, fresh = devcontroller.start(plane, agent=serve_agent)
         except RuntimeError as error:
             _fail(error)
             return
         click.echo(f"{'started' if fresh else 'reusing'} occ-controller (pid {state['pid']}, "
                    f"broker port {state['broker_port']}, metrics port "
                    f"{state['metrics_port']}); log: {plane.workdir}/controller.log", err=True)
+        if fresh and plane.workdir is not None:
+            served = devcontroller.served_agent(plane.workdir, serve_agent)
+            click.echo(f"it serves the agent file {served} to members whose image has none"
+                       if served else "it serves no agent file (--no-agent): only images "
+                       "that carry the agent can launch", err=True)
     click.echo(f"kubeconfig: {plane.kubeconfig}", err=True)
     click.echo('use it with kubectl: eval "$(occ dev env)"', err=True)
     click.echo(str(plane.kubeconfig))

@@ -4,6 +4,11 @@ the development control plane, started once and reused.
 Its ports are chosen at the first start and kept in the control plane's workdir (PORTS, which a
 crash leaves alone): members' bootstraps name the broker's port, so a controller started again
 after a crash must listen where they look.
+
+It serves the single-file agent (oneclick-agent.pyz, built from these sources and cached:
+oneclick/controlplane/agent_bundle.py) to members whose image has none, from a copy in the
+workdir (AGENT: the cache keeps only the newest build, which a later one removes), unless
+OCC_AGENT_BUNDLE already names a file or it is asked not to.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ import time
 from pathlib import Path
 
 from oneclick.api.crd import KINDS
-from oneclick.controlplane import ControlPlane
+from oneclick.controlplane import ControlPlane, agent_bundle
 from oneclick.controlplane.local import free_port
 from oneclick.kits.kube import ApiError, KubeClient
 from oneclick.kits.processes import running as _alive
@@ -31,6 +36,7 @@ from oneclick.kits.resources import custom_path
 NAMESPACE = "oneclick-system"
 STATE = "controller.json"  # the running controller: its pid and ports (gone when it stops)
 PORTS = "ports.json"  # the ports, chosen once per control plane
+AGENT = "oneclick-agent.pyz"  # the agent file the broker serves (its copy for this controller)
 SERVES = {"broker_port": "the context broker", "metrics_port": "the metrics endpoint",
           "health_port": "the liveness endpoint"}
 
@@ -143,8 +149,46 @@ def running(workdir: Path) -> dict[str, int] | None:
     return state if _alive(state["pid"]) else None
 
 
-def start(plane: ControlPlane) -> tuple[dict[str, int], bool]:
-    """Start the controller for `plane` unless it runs already; True when it was started."""
+def served_agent(workdir: Path, serve: bool = True) -> Path | None:
+    """The agent file a controller started in `workdir` serves: OCC_AGENT_BUNDLE's when the
+    environment names one, else its copy of this checkout's bundle; None when not `serve`."""
+    if not serve:
+        return None
+    return Path(os.environ["OCC_AGENT_BUNDLE"]) if os.environ.get("OCC_AGENT_BUNDLE") else (
+        workdir / AGENT)
+
+
+def agent_file(workdir: Path, serve: bool = True) -> Path | None:
+    """The agent file ready to serve (served_agent): this checkout's bundle, built the first
+    time (saying so: it takes a while), copied into `workdir`. RuntimeError saying why when
+    it cannot be built."""
+    served = workdir / AGENT
+    chosen = served_agent(workdir, serve)
+    if chosen != served:
+        served.unlink(missing_ok=True)  # (a copy an earlier start left)
+        return chosen
+    cold = not agent_bundle.bundle_path().exists()
+    if cold:
+        print("building the single-file agent the broker serves to members whose image has "
+              "none (once, then cached: pip fetches its libraries; `occ dev up --no-agent` "
+              "skips it) ...", file=sys.stderr, flush=True)
+    started = time.monotonic()
+    try:
+        built = agent_bundle.build(log=False)
+    except agent_bundle.BundleError as error:
+        raise RuntimeError(f"the agent file could not be built ({error}); `occ dev up "
+                           "--no-agent` starts the controller without it") from error
+    if cold:
+        print(f"built {built} in {time.monotonic() - started:.0f}s", file=sys.stderr)
+    staged = served.with_name(AGENT + ".tmp")
+    shutil.copyfile(built, staged)
+    staged.replace(served)  # (whole or absent, for a broker that reads it)
+    return served
+
+
+def start(plane: ControlPlane, agent: bool = True) -> tuple[dict[str, int], bool]:
+    """Start the controller for `plane` unless it runs already; True when it was started.
+    `agent`: it serves the agent file (agent_file)."""
     assert plane.workdir is not None
     current = running(plane.workdir)
     if current is not None:
@@ -159,13 +203,15 @@ def start(plane: ControlPlane) -> tuple[dict[str, int], bool]:
 
     ports = kept_ports(plane.workdir)
     check_free(ports, plane.workdir / PORTS)
+    served = agent_file(plane.workdir, agent)
     asyncio.run(prepare())
     state = dict(ports)
     env = {**os.environ, "KUBECONFIG": str(plane.kubeconfig), "OCC_NAMESPACE": NAMESPACE,
            "OCC_BROKER_LISTEN": "0.0.0.0",  # noqa: S104  members reach it over their bridge
            "OCC_BROKER_PORT": str(state["broker_port"]),
            "OCC_METRICS_PORT": str(state["metrics_port"]),
-           "OCC_HEALTH_PORT": str(state["health_port"])}
+           "OCC_HEALTH_PORT": str(state["health_port"]),
+           "OCC_AGENT_BUNDLE": str(served or "")}
     binary = shutil.which("occ-controller") or str(Path(sys.executable).parent / "occ-controller")
     log = plane.workdir / "controller.log"
     with open(log, "ab") as out:
