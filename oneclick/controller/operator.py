@@ -40,6 +40,15 @@ async def startup(memo: kopf.Memo, settings: kopf.OperatorSettings, **_: Any) ->
     for provider in runtime.providers.values():
         for limitation in provider.limitations():
             logger.warning("provider %s cannot offer here: %s", provider.name, limitation)
+    # (before the broker's line, which `occ dev up` waits for)
+    served = runtime.broker.agent_sha256()
+    if served is not None:
+        logger.info("serving the agent file %s (sha256 %s) at /v1/agent to members whose "
+                    "image has no agent", config.agent_bundle, served)
+    else:
+        logger.warning("serving no agent file (%s): members whose image has no agent cannot "
+                       "start", f"{config.agent_bundle} cannot be read" if config.agent_bundle
+                       else "OCC_AGENT_BUNDLE names none")
     logger.info("context broker listening on port %d; members reach it at %s",
                 runtime.broker.port, ", ".join(sorted({
                     runtime.broker_url(p) for p in runtime.providers.values()})))
