@@ -20,7 +20,7 @@
 | OCC_LOCAL_STATE_DIR | ~/.local/state/oneclick/local | where the local provider keeps its members |
 | OCC_LOCAL_IMAGES_DIR | (the package's sample images) | the local provider's image folders |
 | OCC_SIMULATED_PROVIDER | false | also offer the `simulated` provider (benchmarks, dry runs) |
-| OCC_AGENT_BUNDLE | (none; the image's: its own) | the agent as one file, served to members at /v1/agent (empty: none) |
+| OCC_AGENT_BUNDLE | (image: its own) | agent file served at /v1/agent (empty: none) |
 | OCC_PROVIDERS_FILE | (none) | YAML file of more providers (ssh, ec2): see docs/providers.md |
 | OCC_LOG_FORMAT | text | `text`, or `json` (one object per line, for log collectors) |
 | OCC_LEADER_ELECTION | false | elect one leader among replicas by a Lease (the chart turns it on) |
