@@ -184,9 +184,21 @@ async def wait_for_members(kube: KubeClient, state: Path, name: str, size: int) 
             raise RuntimeError(f"{name} failed: {status.get('conditions')}")
         if (status.get("members") or {}).get("running") == size:
             members = members_of(state, name)
-            if len(members) == size and all(sshd_answers(m.address) for m in members):
+            if len(members) == size and all(sshd_ready(m) for m in members):
                 return members
         await asyncio.sleep(0.5)
+
+
+def sshd_ready(member: Member) -> bool:
+    """The member's sshd serves, after the reload its init sends once the member is said to be
+    configured (sshd re-executes itself then: a connection at that moment is refused)."""
+    try:
+        console = (member.directory / "console.log").read_text(errors="replace")
+    except OSError:
+        return False
+    reload = console.rfind("Received SIGHUP; restarting.")
+    return (reload >= 0 and "Server listening on" in console[reload:]
+            and sshd_answers(member.address))
 
 
 def sshd_answers(address: str) -> bool:
@@ -397,8 +409,11 @@ def run_playbook(workdir: Path, playbook: Path, members: list[Member], launch: s
     finally:
         close_masters(run / "cp")
     if done.returncode != 0:
+        log = (run / "ansible.log").read_text(errors="replace").splitlines()
+        trouble = [line for line in log if "fatal:" in line or "UNREACHABLE" in line
+                   or "FAILED" in line or "ERROR" in line]
         raise RuntimeError(f"ansible-playbook exited with {done.returncode}:\n"
-                           + (run / "ansible.log").read_text()[-4000:])
+                           + "\n".join(trouble[:20] + log[-20:]))
     return took
 
 
