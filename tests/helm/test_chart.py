@@ -73,6 +73,8 @@ def test_default_values_render_a_locked_down_controller(binaries: dict[str, Path
     assert container["livenessProbe"]["httpGet"]["port"] == "health"
     env = {e["name"]: e.get("value") for e in container["env"]}
     assert env["OCC_NAMESPACE"] == "oneclick-system" and env["OCC_HEALTH_PORT"] == "8080"
+    # The broker serves the agent file the image carries: its own OCC_AGENT_BUNDLE stands.
+    assert "OCC_AGENT_BUNDLE" not in env
     # One replica, electing itself: a second one started by mistake would only stand by. Its
     # name in the Lease is its pod's, so a restarted container takes the lease back at once.
     assert deployment["spec"]["replicas"] == 1 and env["OCC_LEADER_ELECTION"] == "true"
@@ -100,7 +102,7 @@ def test_other_values_render_what_they_ask_for(binaries: dict[str, Path],
         '"brokerHost": "198.51.100.4", "credentials": {"secret": "aws-credentials"}}]',
         "--set", "broker.tls.existingSecret=my-broker-ca", "--set", "replicas=2",
         "--set", "defaultProvider=aws",
-        "--set", "leaderElection.leaseDuration=30")
+        "--set", "leaderElection.leaseDuration=30", "--set", "agent.serve=false")
     assert ("ServiceMonitor", "oneclick") in objects
     assert ("NetworkPolicy", "oneclick") in objects
     broker = objects[("Service", "oneclick")]["spec"]
@@ -115,6 +117,7 @@ def test_other_values_render_what_they_ask_for(binaries: dict[str, Path],
     assert env["OCC_DEFAULT_PROVIDER"] == "aws"
     assert objects[("Deployment", "oneclick")]["spec"]["replicas"] == 2
     assert env["OCC_LEADER_ELECTION"] == "true" and env["OCC_LEASE_DURATION"] == "30"
+    assert env["OCC_AGENT_BUNDLE"] == ""  # (empty: the broker serves no agent)
     # The providers file: mounted where OCC_PROVIDERS_FILE says, and one the controller takes.
     assert env["OCC_PROVIDERS_FILE"] == "/etc/oneclick/providers.yaml"
     assert {"name": "providers", "mountPath": "/etc/oneclick", "readOnly": True} in container[
@@ -161,6 +164,8 @@ def test_the_chart_makes_the_user_choose_a_provider(binaries: dict[str, Path]) -
     ("broker.url=http://insecure", "/broker/url"),
     ("providers[0].type=gce", "/providers/0"),
     ("defaultProvider=Lab_1", "/defaultProvider"),
+    ("agent.serve=maybe", "/agent/serve"),
+    ("agent.path=/x.pyz", "/agent"),
 ])
 def test_the_values_schema_refuses_bad_values(binaries: dict[str, Path], setting: str,
                                               words: str) -> None:
@@ -216,6 +221,11 @@ def test_helm_install_creates_every_object(binaries: dict[str, Path], crds: Path
     kubectl(kubeconfig, "get", "clusterrolebinding", "oneclick")
     listed = helm(binaries, "list", "-n", namespace, "--kubeconfig", str(kubeconfig), "-o", "json")
     assert json.loads(listed.stdout)[0]["status"] == "deployed"
+    # The notes tell that members without an agent fetch the image's from the broker.
+    notes = helm(binaries, "get", "notes", "oneclick", "-n", namespace, "--kubeconfig",
+                 str(kubeconfig)).stdout
+    assert "says so).\n\nMembers whose image has no agent" in notes, notes
+    assert "(agent.serve).\n\nRun your first launch" in notes, notes
     helm(binaries, "uninstall", "oneclick", "-n", namespace, "--kubeconfig", str(kubeconfig))
 
 
