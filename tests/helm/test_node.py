@@ -263,6 +263,49 @@ def test_a_base_cluster_launched_through_the_installed_controller(
     assert login.stdout.strip() == head["status"]["identity"]["hostname"]
 
 
+# A member's fetch of the agent file, from the machine itself with its bootstrap (its token,
+# the broker's CA alone trusted), as occ-boot does on an image without the agent.
+FETCH_AGENT = """python3 - <<'EOF'
+import hashlib, json, ssl, urllib.error, urllib.request
+b = json.load(open("/var/lib/oneclick/bootstrap.json"))
+request = urllib.request.Request(b["brokerUrl"] + "/v1/agent", headers={
+    "Authorization": "Bearer " + b["token"],
+    "OneClick-Member": b["namespace"] + "/" + b["cluster"] + "/" + b["member"]})
+try:
+    with urllib.request.urlopen(request, context=ssl.create_default_context(
+            cadata=b["caCert"]), timeout=60) as answer:
+        status, body = answer.status, answer.read()
+except urllib.error.HTTPError as error:
+    status, body = error.code, error.read()
+print(json.dumps({"brokerUrl": b["brokerUrl"], "bootstrapSays": b.get("agentSha256"),
+                  "status": status, "sha256": hashlib.sha256(body).hexdigest(),
+                  "said": body[:300].decode(errors="replace")}))
+EOF"""
+
+
+def test_the_installed_controller_serves_the_agent_file_its_image_carries(
+        release: Release, lab: Lab, first_launch: str) -> None:
+    [pod] = release.pods()
+    name = pod["metadata"]["name"]
+    # The chart sets nothing: the image names the file it carries, and the controller says it
+    # serves it.
+    assert "OCC_AGENT_BUNDLE" not in {e["name"] for e in pod["spec"]["containers"][0]["env"]}
+    path, digest = kubectl(release.kubeconfig, "exec", "-n", NAMESPACE, name, "--", "sh", "-c",
+                           'echo "$OCC_AGENT_BUNDLE"; sha256sum < "$OCC_AGENT_BUNDLE"'
+                           ).stdout.split()[:2]
+    assert path == "/opt/occ/share/oneclick/oneclick-agent.pyz"
+    logs = kubectl(release.kubeconfig, "logs", "-n", NAMESPACE, name).stdout
+    assert f"serving the agent file {path} (sha256 {digest})" in logs, logs[-3000:]
+    # A member of the launch fetches it through the broker's NodePort with its own bootstrap,
+    # and gets that file, whose digest its bootstrap carries.
+    fetched = lab.ssh(lab.addresses[0], FETCH_AGENT)  # (each lab host is one of its members)
+    assert fetched.returncode == 0, fetched.stderr
+    answer = json.loads(fetched.stdout)
+    assert answer["brokerUrl"] == BROKER_URL, answer
+    assert answer["status"] == 200, answer
+    assert answer["sha256"] == answer["bootstrapSays"] == digest, answer
+
+
 def scrape(url: str) -> list[tuple[str, dict[str, str], float]]:
     """Prometheus samples: (name, labels, value), from a real HTTP GET."""
     answer = httpx.get(url, timeout=10)
