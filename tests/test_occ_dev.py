@@ -17,8 +17,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import pytest
 
 from oneclick.api.protocol import Bootstrap
+from oneclick.cli import devcontroller
+from oneclick.controlplane import agent_bundle
 from oneclick.kits.processes import running
 from tests.controller.launches import (
     create,
@@ -79,6 +82,22 @@ def _walk_through(first: subprocess.CompletedProcess[str], tmp_path: Path,
     gone = occ("dev", "env", env=env)
     assert gone.returncode == 1 and "no control plane is running" in gone.stderr
     assert not any(running(pid) for pid in pids)
+
+
+def test_the_agent_file_occ_dev_up_serves(tmp_path: Path,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("OCC_AGENT_BUNDLE", raising=False)
+    # This checkout's bundle, copied into the workdir (a later build removes the cache's).
+    served = devcontroller.agent_file(tmp_path)
+    assert served == tmp_path / "oneclick-agent.pyz"
+    assert served.read_bytes() == agent_bundle.build(log=False).read_bytes()
+    # --no-agent: none, and no copy an earlier start left.
+    assert devcontroller.agent_file(tmp_path, serve=False) is None
+    assert not served.exists()
+    # A file the environment names is served as it is.
+    monkeypatch.setenv("OCC_AGENT_BUNDLE", str(tmp_path / "mine.pyz"))
+    assert devcontroller.agent_file(tmp_path) == tmp_path / "mine.pyz"
+    assert not served.exists()
 
 
 @contextlib.contextmanager
