@@ -96,8 +96,8 @@ echo "tail=$(tail -n 3 {MINE}/agent.log 2>/dev/null | tr '\\n' '|')"
 # non-zero: the host then stays out of the pool.
 TERMINATE = f"""
 pid=$(cat {MINE}/agent.pid 2>/dev/null || true)
-case "$pid" in ''|*[!0-9]*|0|1) ;; *) kill -KILL -- "-$pid" 2>/dev/null || \\
-  kill -KILL "$pid" 2>/dev/null ;; esac
+case "$pid" in ''|*[!0-9]*|0|1) ;; *) kill -KILL "-$pid" 2>/dev/null || \\
+  kill -KILL "$pid" 2>/dev/null ;; esac  # (the session: dash's kill takes no --)
 problems=""
 agent=${{1%% *}}
 fetched=""
