@@ -40,6 +40,8 @@ from tests.controller_process import ControllerProcess
 from tests.providers.conftest import create_secret
 
 KEY_SECRET = "lab-ssh"
+AGENT = str(Path(sys.executable).parent / "occ-agent")
+UNINSTALL_TIMEOUT = 5
 
 # What the agent's common tasks touch on a machine (and what must come back as it was).
 TOUCHED = ("/etc/hosts", "/etc/ssh/ssh_known_hosts", "/etc/ssh/shosts.equiv",
@@ -105,7 +107,9 @@ def lab(controller: ControllerProcess, kubeconfig: Path,
         tmp_path_factory: pytest.TempPathFactory) -> Lab:
     """Three running machines that trust our key, and pools of them: `lab` (all three),
     `lab-wrong-key`, `lab-physics` (one namespace only), `lab-reset`, `lab-bad-reset` and
-    `lab-stock` (all three, with no agentCommand: the machines have no occ-agent)."""
+    `lab-stock` (all three, with no agentCommand: the machines have no occ-agent); and, on the
+    first machine with a short uninstallTimeout, `lab-short` and `lab-hang` (whose
+    agentCommand is the machine's own /opt/occ-agent)."""
     directory = tmp_path_factory.mktemp("lab")
     public = _keygen(directory / "id_ed25519")
     namespace = "lab-machines"
@@ -132,7 +136,7 @@ def lab(controller: ControllerProcess, kubeconfig: Path,
                   id_ed25519=(directory / "id_ed25519").read_text())
     entry = {"type": "ssh", "brokerHost": network.GATEWAY, "user": "root",
              "privateKey": {"secret": KEY_SECRET, "key": "id_ed25519"},
-             "agentCommand": str(Path(sys.executable).parent / "occ-agent"), "hosts": hosts}
+             "agentCommand": AGENT, "hosts": hosts}
     impostor = _keygen(directory / "impostor")
     configure_providers(controller, lab=entry, **{
         "lab-wrong-key": {**entry, "hosts": [{"address": hosts[0]["address"],
@@ -142,7 +146,10 @@ def lab(controller: ControllerProcess, kubeconfig: Path,
                       "resetCommand": "echo \"reimaged $(hostname)\" > /root/reset-ran"},
         "lab-bad-reset": {**entry, "hosts": hosts[2:3],
                           "resetCommand": "echo 'the reimage service said no' >&2; exit 7"},
-        "lab-stock": {k: v for k, v in entry.items() if k != "agentCommand"}})
+        "lab-stock": {k: v for k, v in entry.items() if k != "agentCommand"},
+        "lab-short": {**entry, "hosts": hosts[:1], "uninstallTimeout": UNINSTALL_TIMEOUT},
+        "lab-hang": {**entry, "hosts": hosts[:1], "uninstallTimeout": UNINSTALL_TIMEOUT,
+                     "agentCommand": "/opt/occ-agent"}})
     return lab
 
 
@@ -186,6 +193,21 @@ def failure(launch: dict[str, Any]) -> str:
     failed = {c["type"]: c for c in launch["status"]["conditions"]}["Failed"]
     assert failed["status"] == "True" and failed["reason"] == "LaunchFailed", failed
     return str(failed["message"])
+
+
+def kept_out(lab: Lab, kubeconfig: Path, machine: str) -> str:
+    """Why the machine is out of the pool (its Lease held by nobody, with the reason)."""
+    wait_until(lambda: not holders(lab, kubeconfig)[machine], timeout=60, what="terminated")
+    lease = leases(lab, kubeconfig)[machine]
+    assert UNUSABLE in lease["metadata"]["annotations"], lease
+    return str(lease["metadata"]["annotations"][UNUSABLE])
+
+
+def give_back_by_hand(lab: Lab, kubeconfig: Path, machine: str) -> None:
+    """What an administrator does once the machine is fine again: delete its Lease."""
+    kubectl(kubeconfig, "delete", "lease", leases(lab, kubeconfig)[machine]["metadata"]["name"],
+            "-n", lab.controller_namespace)
+    wait_all_free(lab, kubeconfig)
 
 
 def delete(kubeconfig: Path, namespace: str, name: str) -> None:
@@ -484,3 +506,79 @@ def test_a_machine_that_gets_no_agent_fails_the_launch_and_goes_back_clean(
     for address in lab.addresses:
         left = lab.ssh(address, "ls -A /var/lib/oneclick")  # (a mount point here: it stays)
         assert left.stdout.strip() == "", (address, left.stdout)
+
+
+# The previous tenant's occ-agent (root on the machine, it replaced the one the pool names):
+# the real one, except that its uninstall never ends.
+HANGING_AGENT = f"""#!/bin/sh
+case " $* " in *" --uninstall "*) echo $$ > /opt/hung.pid; exec sleep 3600 ;; esac
+exec {AGENT} "$@"
+"""
+
+
+def test_an_uninstall_that_hangs_keeps_the_machine_out_and_the_deletion_completes(
+        lab: Lab, kubeconfig: Path, namespace: str) -> None:
+    machine = lab.addresses[0]
+    put = lab.ssh(machine, 'printf %s "$1" > /opt/occ-agent && chmod 755 /opt/occ-agent',
+                  HANGING_AGENT)
+    assert put.returncode == 0, put.stderr
+    name = create(kubeconfig, namespace, solo("hangs", "lab-hang"))
+    launch = wait_for_phase(kubeconfig, namespace, name, "Ready", "Failed")
+    assert launch["status"]["phase"] == "Ready", launch["status"]
+
+    delete(kubeconfig, namespace, name)  # (it completes: the uninstall is given up on)
+    reason = kept_out(lab, kubeconfig, machine)
+    assert reason == (f"taking back what the agent installed: it did not finish within "
+                      f"{UNINSTALL_TIMEOUT}s (at: uninstalling with /opt/occ-agent (or the "
+                      "fetched agent))"), reason
+    hung = lab.ssh(machine, "cat /opt/hung.pid")
+    assert hung.returncode == 0 and hung.stdout.strip().isdigit(), hung  # (it did hang)
+
+    # The owner takes the machine back by hand: the real uninstall, then its Lease.
+    done = lab.ssh(machine, f"kill {hung.stdout.strip()} 2>/dev/null; "
+                            f"{AGENT} --uninstall --root / && rm -rf /opt/occ-agent "
+                            "/opt/hung.pid /var/lib/oneclick/* /var/log/oneclick-agent.log")
+    assert done.returncode == 0, done
+    give_back_by_hand(lab, kubeconfig, machine)
+
+
+# An occ-agent that never reaches the broker (its member stays Running, described by the
+# provider) and uninstalls nothing.
+SILENT_AGENT = """#!/bin/sh
+case " $* " in *" --uninstall "*) exit 0 ;; esac
+exec sleep 3600
+"""
+
+
+def test_fifos_for_the_agents_pid_exit_and_log_block_nothing(lab: Lab, kubeconfig: Path,
+                                                              namespace: str) -> None:
+    machine = lab.addresses[0]
+    put = lab.ssh(machine, 'printf %s "$1" > /opt/occ-agent && chmod 755 /opt/occ-agent',
+                  SILENT_AGENT)
+    assert put.returncode == 0, put.stderr
+    name = create(kubeconfig, namespace, solo("piped", "lab-hang", onFailure="Keep"))
+    wait_until(lambda: members(kubeconfig, namespace, name)[0]["status"].get("phase")
+               == "Running", timeout=120, what="the member running")
+
+    # The tenant, root there, ends the agent and puts FIFOs where the provider reads its exit
+    # code and log (a reader would wait for a writer forever): the member is still described.
+    piped = lab.ssh(machine, "cd /var/lib/oneclick/provider && rm -f agent.exit agent.log && "
+                             "mkfifo agent.exit agent.log && kill -KILL -$(cat agent.pid)")
+    assert piped.returncode == 0, piped.stderr
+    wait_for_phase(kubeconfig, namespace, name, "Failed", timeout=120)
+    [member] = members(kubeconfig, namespace, name)
+    running = {c["type"]: c for c in member["status"]["conditions"]}["Running"]
+    assert running["status"] == "False", member["status"]
+    assert running["message"].startswith("occ-agent exited with code ?"), running
+
+    # And one for its pid: terminating does not wait on it, and cannot tell that the agent's
+    # session is gone: the machine stays out, saying so, and the deletion completes.
+    piped = lab.ssh(machine, "cd /var/lib/oneclick/provider && rm agent.pid && mkfifo agent.pid")
+    assert piped.returncode == 0, piped.stderr
+    delete(kubeconfig, namespace, name)
+    reason = kept_out(lab, kubeconfig, machine)
+    assert reason == ("taking back what the agent installed: /var/lib/oneclick/provider/"
+                      "agent.pid is not a file: the agent may still run; (exit code 5)"), reason
+    left = lab.ssh(machine, "ls -A /var/lib/oneclick; rm /opt/occ-agent")
+    assert left.returncode == 0 and left.stdout == "", left
+    give_back_by_hand(lab, kubeconfig, machine)

@@ -110,6 +110,10 @@ class SSHProviderConfig(ProviderBase):
     the pool only when it exits 0 (a site's reimage trigger, say)."""
     reset_timeout: float = Field(default=1800.0, gt=0)
     """Seconds the reset command may take; a host whose reset does not finish stays out."""
+    uninstall_timeout: float = Field(default=600.0, gt=0)
+    """Seconds taking back what the agent installed may take on a host given back (the agent's
+    --uninstall, which runs the image's undo scripts, then the provider's removal and check); a
+    host where it does not finish stays out of the pool."""
 
     @field_validator("allowed_namespaces")
     @classmethod

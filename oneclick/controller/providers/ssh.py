@@ -45,6 +45,12 @@ STATE = "/var/lib/oneclick"  # the agent's directory on the host (DESIGN: the co
 MINE = f"{STATE}/provider"  # this provider's files: claim hint, bootstrap, agent pid, exit, log
 KEY_IN_ID = 13  # characters of the idempotency key in an instance id
 OUTPUT_LIMIT = 2000  # characters of a command's output kept in a host's reason
+# Seconds each remote step may take (the host's tenant was root there: anything may hang; the
+# uninstall's own is the pool's uninstallTimeout, as the reset command's is its resetTimeout).
+UPLOAD_TIMEOUT = 120.0
+START_TIMEOUT = 120.0
+STATUS_TIMEOUT = 30.0
+REFRESH_TIMEOUT = 60.0
 
 # $1 key, $2 the agent command, $3 the uploaded folder (its files 0, 1, ...), then for each of
 # its files the path it goes to and its mode. The host's own agent when it has the command;
@@ -54,9 +60,11 @@ START = f"""
 set -eu
 key=$1 command=$2 staged=$3; shift 3
 mkdir -p {MINE} && chmod 700 {MINE}
-if [ "$(readlink {MINE}/claim 2>/dev/null)" = "$key" ] && [ -s {MINE}/agent.pid ]; then
+if [ "$(readlink {MINE}/claim 2>/dev/null)" = "$key" ] && [ -f {MINE}/agent.pid ] && \
+    [ -s {MINE}/agent.pid ]; then
   rm -rf "$staged"; exit 0  # started for this key before a crash: once is enough
 fi
+rm -rf {MINE}/agent.pid {MINE}/agent.exit {MINE}/agent.log
 ln -sfn "$key" {MINE}/claim
 i=0
 while [ $# -ge 2 ]; do
@@ -81,25 +89,37 @@ setsid sh -c "$run; echo \\$? > {MINE}/agent.exit" </dev/null >{MINE}/agent.log 
 echo $! > {MINE}/agent.pid
 """
 
+# What is read is read only from regular files, and only so much (a FIFO or a huge file left
+# there by the host's tenant blocks nothing).
 STATUS = f"""
-pid=$(cat {MINE}/agent.pid 2>/dev/null || true)
+pid="" code="" tail=""
+[ ! -f {MINE}/agent.pid ] || pid=$(head -c 32 {MINE}/agent.pid 2>/dev/null)
 if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then echo agent=running; \\
   elif [ -n "$pid" ]; then echo agent=ended; else echo agent=none; fi
-echo "exit=$(cat {MINE}/agent.exit 2>/dev/null)"
-echo "tail=$(tail -n 3 {MINE}/agent.log 2>/dev/null | tr '\\n' '|')"
+[ ! -f {MINE}/agent.exit ] || code=$(head -c 32 {MINE}/agent.exit 2>/dev/null)
+[ ! -f {MINE}/agent.log ] || tail=$(tail -c 4096 {MINE}/agent.log 2>/dev/null | tail -n 3)
+echo "exit=$(printf %s "$code" | tr -d '\\n')"
+echo "tail=$(printf %s "$tail" | tr '\\n' '|')"
 """
 
 # $1 the agent command. The agent's session goes, then what the agent installed (by the agent
 # that ran: the host's own, else the one fetched, run from a copy outside the state directory
 # it removes), then the state (bootstrap, occ-boot, the fetched agent and its unpacked
 # libraries); what is left is checked here, not taken on the host's word. A failure exits
-# non-zero: the host then stays out of the pool.
+# non-zero: the host then stays out of the pool. Each step says on stdout that it begins (a
+# step that does not finish is named by the last line).
 TERMINATE = f"""
-pid=$(cat {MINE}/agent.pid 2>/dev/null || true)
+problems="" pid=""
+echo "stopping the agent"
+if [ -f {MINE}/agent.pid ]; then
+  pid=$(head -c 32 {MINE}/agent.pid 2>/dev/null)
+elif [ -e {MINE}/agent.pid ] || [ -L {MINE}/agent.pid ]; then
+  problems="{MINE}/agent.pid is not a file: the agent may still run; "
+fi
 case "$pid" in ''|*[!0-9]*|0|1) ;; *) kill -KILL "-$pid" 2>/dev/null || \\
   kill -KILL "$pid" 2>/dev/null ;; esac  # (the session: dash's kill takes no --)
-problems=""
 agent=${{1%% *}}
+echo "uninstalling with $agent (or the fetched agent)"
 fetched=""
 for f in {STATE}/occ-agent-*.pyz; do  # (a file, not a link: the host's tenant was root)
   [ -f "$f" ] && [ ! -L "$f" ] && fetched=$f && break
@@ -118,7 +138,9 @@ $(printf %s "${{out:-}}" | tail -n 3 | tr '\\n' ' '); "
 elif [ -e {STATE}/installed.json ]; then  # an agent ran here, and is gone
   problems="there is no $agent on this host to uninstall with; "
 fi
+echo "removing {STATE}"
 rm -rf {STATE} /var/log/oneclick-agent.log 2>/dev/null  # (a mount point stays, empty)
+echo "checking"
 left=""
 for f in {" ".join("/" + m for m in MANAGED)}; do
   grep -qxF {shlex.quote(BEGIN)} "$f" 2>/dev/null && left="$left $f"
@@ -187,7 +209,8 @@ class SSHProvider:
             staged = await _upload(connection, f".oneclick-{request.idempotency_key}", written)
             await self._run(host, START, request.idempotency_key, self.config.agent_command,
                             staged, *(a for path, (_, mode) in written.items()
-                                      for a in (path, f"{mode:o}")))
+                                      for a in (path, f"{mode:o}")),
+                            what="starting the agent", timeout=START_TIMEOUT)
         except (OSError, asyncssh.Error) as error:
             raise ProviderError(f"starting the agent on {host.address}: {error}") from error
         except HostUnusable as error:
@@ -273,7 +296,8 @@ class SSHProvider:
             connection = await self._connect(host)
             staged = await _upload(connection, f".oneclick-{prefix}",
                                    {BOOTSTRAP_FILE: bootstrap})
-            await self._run(host, REFRESH, prefix, staged)
+            await self._run(host, REFRESH, prefix, staged, what="moving the new bootstrap in",
+                            timeout=REFRESH_TIMEOUT)
         except (OSError, asyncssh.Error) as error:
             raise ProviderError(f"refreshing the bootstrap on {host.address}: {error}") from error
         except HostUnusable as error:
@@ -326,7 +350,8 @@ class SSHProvider:
     async def _give_back(self, host: SSHHost) -> None:
         """Stop the agent, take back what it installed, check, reset: HostUnusable otherwise."""
         try:
-            await self._run(host, TERMINATE, self.config.agent_command)
+            await self._run(host, TERMINATE, self.config.agent_command, what="it",
+                            timeout=self.config.uninstall_timeout)
         except HostUnusable as error:
             if not error.permanent:
                 raise
@@ -388,13 +413,23 @@ class SSHProvider:
 
     async def _status(self, host: SSHHost) -> dict[str, str]:
         """STATUS's lines as a mapping: agent, exit, tail."""
-        output = await self._run(host, STATUS)
+        output = await self._run(host, STATUS, what="reading the agent's state",
+                                 timeout=STATUS_TIMEOUT)
         return dict(line.partition("=")[::2] for line in output.splitlines())
 
-    async def _run(self, host: SSHHost, script: str, *args: str) -> str:
-        """Run a script as root on the host; its output, or HostUnusable saying what failed."""
-        result = await self._exec(
-            host, " ".join(["sh", "-c", shlex.quote(script), "sh", *map(shlex.quote, args)]))
+    async def _run(self, host: SSHHost, script: str, *args: str, what: str,
+                   timeout: float) -> str:  # noqa: ASYNC109  asyncssh's own
+        """Run a script as root on the host; its output, or HostUnusable saying what failed
+        (`what` when it did not finish within `timeout` seconds: the last line it printed)."""
+        try:
+            result = await self._exec(
+                host, " ".join(["sh", "-c", shlex.quote(script), "sh", *map(shlex.quote, args)]),
+                timeout=timeout)
+        except asyncssh.TimeoutError as error:
+            last = _output(error).splitlines()[-1:]
+            raise HostUnusable(f"{what} did not finish within {timeout:g}s"
+                               + "".join(f" (at: {line})" for line in last),
+                               permanent=True) from error
         if result.exit_status != 0:
             raise HostUnusable(f"{str(result.stderr).strip() or 'a command failed'} (exit "
                                f"code {result.exit_status})", permanent=True)
@@ -443,18 +478,22 @@ async def _upload(connection: asyncssh.SSHClientConnection, folder: str,
                   written: dict[str, tuple[str, int]]) -> str:
     """The files, as 0, 1, ... in a folder of their own in the login's home (only root may
     write where they go: the script run next moves them there); the folder's full path."""
-    async with connection.start_sftp_client() as sftp:
-        if await sftp.lexists(folder):  # (a launch interrupted before it moved them)
-            if await sftp.islink(folder):
-                await sftp.remove(folder)
-            else:
-                await sftp.rmtree(folder)
-        await sftp.mkdir(folder, asyncssh.SFTPAttrs(permissions=0o700))
-        for index, (content, _) in enumerate(written.values()):
-            async with sftp.open(f"{folder}/{index}", "w",
-                                 asyncssh.SFTPAttrs(permissions=0o600)) as file:
-                await file.write(content)
-        return await sftp.realpath(folder)
+    try:
+        async with asyncio.timeout(UPLOAD_TIMEOUT), connection.start_sftp_client() as sftp:
+            if await sftp.lexists(folder):  # (a launch interrupted before it moved them)
+                if await sftp.islink(folder):
+                    await sftp.remove(folder)
+                else:
+                    await sftp.rmtree(folder)
+            await sftp.mkdir(folder, asyncssh.SFTPAttrs(permissions=0o700))
+            for index, (content, _) in enumerate(written.values()):
+                async with sftp.open(f"{folder}/{index}", "w",
+                                     asyncssh.SFTPAttrs(permissions=0o600)) as file:
+                    await file.write(content)
+            return await sftp.realpath(folder)
+    except TimeoutError as error:
+        raise HostUnusable(f"uploading over SFTP did not finish within {UPLOAD_TIMEOUT:g}s",
+                           permanent=True) from error
 
 
 def _output(result: asyncssh.SSHCompletedProcess | asyncssh.ProcessError) -> str:
