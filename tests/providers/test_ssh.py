@@ -582,3 +582,26 @@ def test_fifos_for_the_agents_pid_exit_and_log_block_nothing(lab: Lab, kubeconfi
     left = lab.ssh(machine, "ls -A /var/lib/oneclick; rm /opt/occ-agent")
     assert left.returncode == 0 and left.stdout == "", left
     give_back_by_hand(lab, kubeconfig, machine)
+
+
+def test_a_file_that_cannot_be_put_in_place_fails_the_launch(lab: Lab, kubeconfig: Path,
+                                                             namespace: str) -> None:
+    """A previous tenant's occ-boot, made immutable: moving the launch's over it fails, and
+    the launch fails saying so (the agent does not start with what was there)."""
+    machine = lab.addresses[0]
+    stuck = "/var/lib/oneclick/occ-boot.py"
+    left = lab.ssh(machine, f"touch {stuck} && chattr +i {stuck}")
+    assert left.returncode == 0, left.stderr
+    try:
+        name = create(kubeconfig, namespace, solo("stuck", "lab-short", onFailure="Keep"))
+        message = failure(wait_for_phase(kubeconfig, namespace, name, "Failed", "Ready",
+                                         timeout=120))
+        assert f"cannot put {stuck} in place (exit code 7)" in message, message
+        assert "Operation not permitted" in message, message
+
+        delete(kubeconfig, namespace, name)  # the machine stays out: that file is still there
+        reason = kept_out(lab, kubeconfig, machine)
+        assert f"still installed: {stuck}" in reason, reason
+    finally:
+        lab.ssh(machine, f"chattr -i {stuck}; rm -rf /var/lib/oneclick/*")
+    give_back_by_hand(lab, kubeconfig, machine)

@@ -55,11 +55,13 @@ REFRESH_TIMEOUT = 60.0
 # $1 key, $2 the agent command, $3 the uploaded folder (its files 0, 1, ...), then for each of
 # its files the path it goes to and its mode. The host's own agent when it has the command;
 # otherwise occ-boot with the host's python3 (the agent from the broker, its libraries
-# unpacked under the state directory, which terminating removes).
+# unpacked under the state directory, which terminating removes). (`set -e` does not end the
+# script when a command of an && list other than the last fails: each list says it failed
+# itself.)
 START = f"""
 set -eu
 key=$1 command=$2 staged=$3; shift 3
-mkdir -p {MINE} && chmod 700 {MINE}
+mkdir -p {MINE} && chmod 700 {MINE} || {{ echo "cannot make {MINE}" >&2; exit 6; }}
 if [ "$(readlink {MINE}/claim 2>/dev/null)" = "$key" ] && [ -f {MINE}/agent.pid ] && \
     [ -s {MINE}/agent.pid ]; then
   rm -rf "$staged"; exit 0  # started for this key before a crash: once is enough
@@ -69,7 +71,8 @@ ln -sfn "$key" {MINE}/claim
 i=0
 while [ $# -ge 2 ]; do
   mkdir -p "$(dirname "$1")"
-  mv -f "$staged/$i" "$1" && chown 0:0 "$1" && chmod "$2" "$1"
+  mv -f "$staged/$i" "$1" && chown 0:0 "$1" && chmod "$2" "$1" || {{
+    echo "cannot put $1 in place" >&2; exit 7; }}
   i=$((i + 1)); shift 2
 done
 rm -rf "$staged"
@@ -142,6 +145,8 @@ echo "removing {STATE}"
 rm -rf {STATE} /var/log/oneclick-agent.log 2>/dev/null  # (a mount point stays, empty)
 echo "checking"
 left=""
+[ -z "$(ls -A {STATE} 2>/dev/null)" ] || left="$left {STATE}/$(ls -A {STATE} | head -n 1)"
+[ ! -e /var/log/oneclick-agent.log ] || left="$left /var/log/oneclick-agent.log"
 for f in {" ".join("/" + m for m in MANAGED)}; do
   grep -qxF {shlex.quote(BEGIN)} "$f" 2>/dev/null && left="$left $f"
 done
@@ -156,7 +161,8 @@ REFRESH = f"""
 set -eu
 case "$(readlink {MINE}/claim 2>/dev/null)" in
   "$1"*) mv -f "$2/0" {BOOTSTRAP_FILE} && chown 0:0 {BOOTSTRAP_FILE} && \\
-    chmod 600 {BOOTSTRAP_FILE}; rm -rf "$2" ;;
+    chmod 600 {BOOTSTRAP_FILE} || {{
+    rm -rf "$2"; echo "cannot put {BOOTSTRAP_FILE} in place" >&2; exit 7; }}; rm -rf "$2" ;;
   *) rm -rf "$2"; echo "this host no longer holds the member" >&2; exit 3 ;;
 esac
 """
