@@ -598,6 +598,9 @@ def test_a_file_that_cannot_be_put_in_place_fails_the_launch(lab: Lab, kubeconfi
                                          timeout=120))
         assert f"cannot put {stuck} in place (exit code 7)" in message, message
         assert "Operation not permitted" in message, message
+        # The folder it was uploaded to (the bootstrap: the member's token) is gone.
+        staged = lab.ssh(machine, "ls -d /root/.oneclick-*")
+        assert staged.returncode != 0 and staged.stdout == "", staged.stdout
 
         delete(kubeconfig, namespace, name)  # the machine stays out: that file is still there
         reason = kept_out(lab, kubeconfig, machine)
@@ -605,3 +608,20 @@ def test_a_file_that_cannot_be_put_in_place_fails_the_launch(lab: Lab, kubeconfi
     finally:
         lab.ssh(machine, f"chattr -i {stuck}; rm -rf /var/lib/oneclick/*")
     give_back_by_hand(lab, kubeconfig, machine)
+
+
+def test_a_token_left_in_the_logins_home_goes_with_the_machine(lab: Lab, kubeconfig: Path,
+                                                                namespace: str) -> None:
+    """A launch whose connection dropped after its upload left its folder (a bootstrap, the
+    member's token, in it) in the login's home: giving the machine back removes it."""
+    machine = lab.addresses[0]
+    dropped = lab.ssh(machine, "mkdir -m 700 /root/.oneclick-dropped && "
+                               "echo '{\"token\": \"secret\"}' > /root/.oneclick-dropped/0")
+    assert dropped.returncode == 0, dropped.stderr
+    name = create(kubeconfig, namespace, solo("after-drop", "lab-short"))
+    launch = wait_for_phase(kubeconfig, namespace, name, "Ready", "Failed")
+    assert launch["status"]["phase"] == "Ready", launch["status"]
+    delete(kubeconfig, namespace, name)
+    wait_all_free(lab, kubeconfig)
+    left = lab.ssh(machine, "ls -A /root")
+    assert left.returncode == 0 and ".oneclick-" not in left.stdout, left.stdout

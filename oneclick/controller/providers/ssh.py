@@ -55,16 +55,17 @@ REFRESH_TIMEOUT = 60.0
 # $1 key, $2 the agent command, $3 the uploaded folder (its files 0, 1, ...), then for each of
 # its files the path it goes to and its mode. The host's own agent when it has the command;
 # otherwise occ-boot with the host's python3 (the agent from the broker, its libraries
-# unpacked under the state directory, which terminating removes). (`set -e` does not end the
-# script when a command of an && list other than the last fails: each list says it failed
-# itself.)
+# unpacked under the state directory, which terminating removes). The uploaded folder (the
+# bootstrap: the member's token) goes whatever happens. (`set -e` does not end the script
+# when a command of an && list other than the last fails: each list says it failed itself.)
 START = f"""
 set -eu
 key=$1 command=$2 staged=$3; shift 3
+trap 'rm -rf "$staged"' EXIT
 mkdir -p {MINE} && chmod 700 {MINE} || {{ echo "cannot make {MINE}" >&2; exit 6; }}
 if [ "$(readlink {MINE}/claim 2>/dev/null)" = "$key" ] && [ -f {MINE}/agent.pid ] && \
     [ -s {MINE}/agent.pid ]; then
-  rm -rf "$staged"; exit 0  # started for this key before a crash: once is enough
+  exit 0  # started for this key before a crash: once is enough
 fi
 rm -rf {MINE}/agent.pid {MINE}/agent.exit {MINE}/agent.log
 ln -sfn "$key" {MINE}/claim
@@ -75,7 +76,6 @@ while [ $# -ge 2 ]; do
     echo "cannot put $1 in place" >&2; exit 7; }}
   i=$((i + 1)); shift 2
 done
-rm -rf "$staged"
 agent=${{command%% *}}
 if command -v "$agent" >/dev/null; then
   run="$command --bootstrap {BOOTSTRAP_FILE} --follow"
@@ -105,12 +105,13 @@ echo "exit=$(printf %s "$code" | tr -d '\\n')"
 echo "tail=$(printf %s "$tail" | tr '\\n' '|')"
 """
 
-# $1 the agent command. The agent's session goes, then what the agent installed (by the agent
-# that ran: the host's own, else the one fetched, run from a copy outside the state directory
-# it removes), then the state (bootstrap, occ-boot, the fetched agent and its unpacked
-# libraries); what is left is checked here, not taken on the host's word. A failure exits
-# non-zero: the host then stays out of the pool. Each step says on stdout that it begins (a
-# step that does not finish is named by the last line).
+# $1 the agent command, $2 the login. The agent's session goes, then what the agent installed
+# (by the agent that ran: the host's own, else the one fetched, run from a copy outside the
+# state directory it removes), then the state (bootstrap, occ-boot, the fetched agent and its
+# unpacked libraries) and what a launch may have left in the login's home (its uploaded
+# folders: a bootstrap holds the member's token); what is left is checked here, not taken on
+# the host's word. A failure exits non-zero: the host then stays out of the pool. Each step
+# says on stdout that it begins (a step that does not finish is named by the last line).
 TERMINATE = f"""
 problems="" pid=""
 echo "stopping the agent"
@@ -141,12 +142,15 @@ $(printf %s "${{out:-}}" | tail -n 3 | tr '\\n' ' '); "
 elif [ -e {STATE}/installed.json ]; then  # an agent ran here, and is gone
   problems="there is no $agent on this host to uninstall with; "
 fi
-echo "removing {STATE}"
+echo "removing {STATE} and the login's uploaded folders"
 rm -rf {STATE} /var/log/oneclick-agent.log 2>/dev/null  # (a mount point stays, empty)
+home=$(getent passwd "$2" 2>/dev/null | cut -d: -f6)
+[ -z "$home" ] || rm -rf "$home"/.oneclick-* 2>/dev/null
 echo "checking"
 left=""
 [ -z "$(ls -A {STATE} 2>/dev/null)" ] || left="$left {STATE}/$(ls -A {STATE} | head -n 1)"
 [ ! -e /var/log/oneclick-agent.log ] || left="$left /var/log/oneclick-agent.log"
+for f in "$home"/.oneclick-*; do [ -z "$home" ] || [ ! -e "$f" ] || left="$left $f"; done
 for f in {" ".join("/" + m for m in MANAGED)}; do
   grep -qxF {shlex.quote(BEGIN)} "$f" 2>/dev/null && left="$left $f"
 done
@@ -156,14 +160,17 @@ for f in {" ".join("/" + d for d in DROP_INS)}; do [ -e "$f" ] && left="$left $f
 """
 
 # $1 the key's prefix, $2 the uploaded folder (its file 0: the bootstrap): a new bootstrap (the
-# broker moved), taken only while the host is still this member's.
+# broker moved), taken only while the host is still this member's. The folder goes whatever
+# happens.
 REFRESH = f"""
 set -eu
+staged=$2
+trap 'rm -rf "$staged"' EXIT
 case "$(readlink {MINE}/claim 2>/dev/null)" in
-  "$1"*) mv -f "$2/0" {BOOTSTRAP_FILE} && chown 0:0 {BOOTSTRAP_FILE} && \\
+  "$1"*) mv -f "$staged/0" {BOOTSTRAP_FILE} && chown 0:0 {BOOTSTRAP_FILE} && \\
     chmod 600 {BOOTSTRAP_FILE} || {{
-    rm -rf "$2"; echo "cannot put {BOOTSTRAP_FILE} in place" >&2; exit 7; }}; rm -rf "$2" ;;
-  *) rm -rf "$2"; echo "this host no longer holds the member" >&2; exit 3 ;;
+    echo "cannot put {BOOTSTRAP_FILE} in place" >&2; exit 7; }} ;;
+  *) echo "this host no longer holds the member" >&2; exit 3 ;;
 esac
 """
 
@@ -356,8 +363,8 @@ class SSHProvider:
     async def _give_back(self, host: SSHHost) -> None:
         """Stop the agent, take back what it installed, check, reset: HostUnusable otherwise."""
         try:
-            await self._run(host, TERMINATE, self.config.agent_command, what="it",
-                            timeout=self.config.uninstall_timeout)
+            await self._run(host, TERMINATE, self.config.agent_command, self.config.user,
+                            what="it", timeout=self.config.uninstall_timeout)
         except HostUnusable as error:
             if not error.permanent:
                 raise
