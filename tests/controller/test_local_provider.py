@@ -3,13 +3,17 @@ namespaces, and clear refusals."""
 
 from __future__ import annotations
 
+import socket
+import subprocess
 from pathlib import Path
 
 import pytest
 
 from oneclick.api.protocol import Bootstrap
 from oneclick.controller.providers import InstanceState, LaunchRequest, ProviderError
-from oneclick.controller.providers.local import LocalProvider
+from oneclick.controller.providers.local import LocalProvider, boot
+
+SSHD = "/usr/sbin/sshd"
 
 BOOTSTRAP = Bootstrap(broker_url="https://127.0.0.1:9", ca_cert="-----BEGIN CERTIFICATE-----",
                       namespace="ns", cluster="c", member="c-solo-0", token="t" * 43)
@@ -51,3 +55,25 @@ async def test_an_unknown_image_is_a_permanent_error_naming_the_folder(
     assert raised.value.permanent
     assert f"unknown image 'no-such-image': there is no folder {images}/no-such-image" in str(
         raised.value)
+
+
+def test_a_members_sshd_survives_the_reload_its_init_asks_the_moment_it_starts(
+    tmp_path: Path,
+) -> None:
+    """The init reloads sshd (SIGHUP) once the agent says the member is configured. An agent
+    that says so at once (a restart with nothing new) must not end sshd, which dies of a
+    SIGHUP that comes before it has set its handler: the reload waits for that handler."""
+    key = tmp_path / "host_key"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    with socket.socket() as probe:  # a free port for this sshd
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    script = (f"mkdir -p /run/sshd\n"
+              f"{SSHD} -D -e -f /dev/null -h {key} -p {port} -o ListenAddress=127.0.0.1 "
+              f"-o PidFile=none 2>/dev/null &\nsshd=$!\n"
+              f"{boot.RELOAD_SSHD}\nsleep 0.5\n"
+              "if kill -0 $sshd; then echo alive; fi\nkill $sshd\n")
+    for _ in range(5):  # (a few times: when the signal lands varies)
+        ran = subprocess.run(["sh", "-c", script], capture_output=True, text=True, timeout=30,
+                             check=False)
+        assert ran.stdout.strip() == "alive", ran.stderr

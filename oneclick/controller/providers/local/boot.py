@@ -45,9 +45,17 @@ until [ -s /etc/ssh/ssh_host_rsa_key.pub ] || ! kill -0 $agent 2>/dev/null; do s
 sshd=$!
 read ready <&4 || echo "occ-agent ended before the member was configured"
 exec 4<&-
-kill -HUP $sshd  # pick up what contextualization changed (host-based authentication)
+{reload_sshd}
 wait $sshd
 """
+# sshd picks up what contextualization changed (host-based authentication) on SIGHUP, but only
+# once it has set its handler (after it listens): a SIGHUP before that ends it. An agent that
+# is ready at once (a restart with nothing new) would otherwise kill the member's sshd.
+RELOAD_SSHD = """\
+hup_caught() { mask=$(sed -n 's/^SigCgt:[[:space:]]*//p' /proc/$sshd/status 2>/dev/null)
+  [ -n "$mask" ] && [ $(( 0x${mask#${mask%?}} & 1 )) = 1 ]; }
+until hup_caught || ! kill -0 $sshd 2>/dev/null; do sleep 0.02; done
+kill -HUP $sshd"""
 
 # A member's own directories, bound over this machine's (/root last: the state directory
 # may live under it). Daemons keep their state and spool under /var/lib and /var/spool: the
@@ -107,5 +115,6 @@ def init_script(*, namespaced: bool, member: str, hostname: str, address: str, r
     values["agent"] = shlex.join(agent)
     if not namespaced:
         return LOOPBACK_INIT.format(**values)
-    return NAMESPACED_INIT.format(sshd=sshd, id=instance, etc_work=ETC_WORK,
-                                  bound=" ".join(BOUND), keep=" ".join(agent_paths()), **values)
+    return NAMESPACED_INIT.format(sshd=sshd, reload_sshd=RELOAD_SSHD, id=instance,
+                                  etc_work=ETC_WORK, bound=" ".join(BOUND),
+                                  keep=" ".join(agent_paths()), **values)
