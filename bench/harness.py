@@ -3,6 +3,7 @@ process (with the simulated provider) whose memory can be read."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import re
@@ -56,6 +57,19 @@ async def prepare(kube: KubeClient) -> None:
     with contextlib.suppress(Exception):
         await kube.create("/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace",
                                                  "metadata": {"name": NAMESPACE}})
+
+
+def prepare_now(kubeconfig: Path) -> None:
+    """`prepare`, for a benchmark that is not in an event loop yet: our CRDs and namespace,
+    before the controller starts."""
+    async def run() -> None:
+        kube = KubeClient(kubeconfig=kubeconfig)
+        try:
+            await prepare(kube)
+        finally:
+            await kube.aclose()
+
+    asyncio.run(run())
 
 
 TICKS = os.sysconf("SC_CLK_TCK")

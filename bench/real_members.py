@@ -30,12 +30,14 @@ from typing import Any
 
 import yaml
 
-from bench.harness import NAMESPACE, control_plane, cpu_seconds, prepare
+from bench.harness import NAMESPACE, control_plane, cpu_seconds, prepare_now
 from bench.slurm_ready import start_controller
 from oneclick.kits.kube import KubeClient, NotFound
 from oneclick.kits.resources import custom_path
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
 def peak_mib(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -111,15 +113,7 @@ def main() -> None:
                  "namespaces")
     workdir = Path(tempfile.mkdtemp(prefix="occ-bench-real-"))
     with control_plane() as plane:
-
-        async def ready() -> None:  # our CRDs and namespace, before the controller starts
-            kube = KubeClient(kubeconfig=plane.kubeconfig)
-            try:
-                await prepare(kube)
-            finally:
-                await kube.aclose()
-
-        asyncio.run(ready())
+        prepare_now(plane.kubeconfig)
         controller = start_controller(plane.kubeconfig, workdir)
 
         async def run_all() -> None:

@@ -47,7 +47,7 @@ from typing import Any
 
 import yaml
 
-from bench.harness import NAMESPACE, control_plane, cpu_seconds, prepare
+from bench.harness import NAMESPACE, control_plane, cpu_seconds, prepare_now
 from bench.slurm_ready import start_controller
 from oneclick.controller.providers.local import LocalProvider, boot, default_images_dir
 from oneclick.kits.kube import KubeClient, NotFound
@@ -578,14 +578,7 @@ def main() -> None:
     results: list[dict[str, Any]] = []
     try:
         with control_plane() as plane:
-            async def ready() -> None:
-                kube = KubeClient(kubeconfig=plane.kubeconfig)
-                try:
-                    await prepare(kube)
-                finally:
-                    await kube.aclose()
-
-            asyncio.run(ready())
+            prepare_now(plane.kubeconfig)
             os.environ["PATH"] = f"{stand_in(workdir, key.with_suffix('.pub'))}:{path}"
             try:
                 controller = start_controller(plane.kubeconfig, workdir)
