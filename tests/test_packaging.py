@@ -22,7 +22,7 @@ import yaml
 
 from oneclick import __version__
 from oneclick.api.protocol import PROTOCOL_VERSION
-from tests.broker.staging import make_image, member_status, stage_launch, start_agent
+from tests.broker.staging import contextualize_alone
 from tests.controller_process import ControllerProcess
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -175,19 +175,9 @@ def test_the_agent_alone_contextualizes_a_member_without_the_operators_libraries
                   ) == "[]"
     assert not (venv / "bin" / "occ").exists() and not (venv / "bin" / "occ-controller").exists()
 
-    spec = {"roles": [{"name": "solo", "image": "base-cluster"}], "hostsFile": True,
-            "sshHostBased": True}
-    [member] = stage_launch(kubeconfig, namespace, "slim", spec, token_key).values()
     root = tmp_path / "root"
-    make_image(root, {"ready.d/99-ready": 0})
-    agent = start_agent(root, member.bootstrap(namespace, "slim", controller.broker_url,
-                                               controller.ca_pem()),
-                        "solo-0", "127.31.0.1", agent=[str(venv / "bin" / "occ-agent")])
-    output, _ = agent.communicate(timeout=180)
-    assert agent.returncode == 0, output
-    status = member_status(kubeconfig, namespace, member.name)
-    assert status["phase"] == "Ready" and status["report"]["ok"] is True, status
-    assert "solo-0.oneclick.local" in (root / "etc" / "hosts").read_text()
+    contextualize_alone([str(venv / "bin" / "occ-agent")], controller, kubeconfig, namespace,
+                        "slim", token_key, root, "127.31.0.1")
     assert (root / "var" / "lib" / "oneclick" / "context.json").is_file()
 
 

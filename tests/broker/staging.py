@@ -23,6 +23,7 @@ from oneclick.controller.providers.local import DOMAIN  # the test controller's 
 from oneclick.controller.reconcile import generated
 from oneclick.kits.kube import KubeClient
 from tests.conftest import kubectl
+from tests.controller_process import ControllerProcess
 
 SCRIPT = """#!/bin/sh
 # records how it was called; fails when the image says so
@@ -130,3 +131,22 @@ def member_status(kubeconfig: Path, namespace: str, member: str) -> dict[str, An
                              "-o", "json").stdout)
     status: dict[str, Any] = obj.get("status", {})
     return status
+
+
+def contextualize_alone(agent: Sequence[str], controller: ControllerProcess, kubeconfig: Path,
+                        namespace: str, launch: str, key: bytes, root: Path,
+                        address: str) -> None:
+    """One member, alone in its launch, contextualized by `agent` (the command that runs the
+    agent) against the real broker: it reports ok, is Ready, and its /etc/hosts knows it."""
+    spec = {"roles": [{"name": "solo", "image": "base-cluster"}], "hostsFile": True,
+            "sshHostBased": True}
+    [member] = stage_launch(kubeconfig, namespace, launch, spec, key).values()
+    make_image(root, {"ready.d/99-ready": 0})
+    running = start_agent(root, member.bootstrap(namespace, launch, controller.broker_url,
+                                                 controller.ca_pem()),
+                          "solo-0", address, agent=agent)
+    output, _ = running.communicate(timeout=180)
+    assert running.returncode == 0, output
+    status = member_status(kubeconfig, namespace, member.name)
+    assert status["phase"] == "Ready" and status["report"]["ok"] is True, status
+    assert "solo-0.oneclick.local" in (root / "etc" / "hosts").read_text()

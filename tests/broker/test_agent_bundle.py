@@ -25,10 +25,8 @@ from oneclick.controller.broker import agent_file
 from oneclick.controlplane import agent_bundle
 from tests.broker.staging import (
     StagedMember,
-    make_image,
-    member_status,
+    contextualize_alone,
     stage_launch,
-    start_agent,
 )
 from tests.conftest import kubectl
 from tests.controller.launches import create, sample, wait_until
@@ -136,20 +134,8 @@ def test_the_bundle_contextualizes_a_member_with_a_stock_python(
     bundle: Path, controller: ControllerProcess, kubeconfig: Path, namespace: str,
     token_key: bytes, tmp_path: Path,
 ) -> None:
-    spec = {"roles": [{"name": "solo", "image": "base-cluster"}], "hostsFile": True,
-            "sshHostBased": True}
-    [member] = stage_launch(kubeconfig, namespace, "bare", spec, token_key).values()
-    root = tmp_path / "root"
-    make_image(root, {"ready.d/99-ready": 0})
-    agent = start_agent(root, member.bootstrap(namespace, "bare", controller.broker_url,
-                                               controller.ca_pem()),
-                        "solo-0", "127.30.0.1",
-                        agent=[STOCK_PYTHON, "-I", str(bundle)])
-    output, _ = agent.communicate(timeout=180)
-    assert agent.returncode == 0, output
-    status = member_status(kubeconfig, namespace, member.name)
-    assert status["phase"] == "Ready" and status["report"]["ok"] is True
-    assert "solo-0.oneclick.local" in (root / "etc" / "hosts").read_text()
+    contextualize_alone([STOCK_PYTHON, "-I", str(bundle)], controller, kubeconfig, namespace,
+                        "bare", token_key, tmp_path / "root", "127.30.0.1")
 
 
 def test_a_member_fetches_the_agent_from_the_broker_and_checks_its_digest(

@@ -183,6 +183,19 @@ def snapshot(lab: Lab, address: str) -> str:
     return taken.stdout
 
 
+def given_back(lab: Lab, kubeconfig: Path, namespace: str, name: str,
+               before: dict[str, str], leftovers: str) -> None:
+    """Delete the launch: every machine is back in the pool, as it was before the launch
+    (`before`: their snapshots), and `leftovers` (a command listing what of the launch
+    could be left) finds nothing on any of them."""
+    delete(kubeconfig, namespace, name)
+    wait_all_free(lab, kubeconfig)
+    for address in lab.addresses:
+        assert snapshot(lab, address) == before[address], address
+        left = lab.ssh(address, leftovers)
+        assert left.stdout.strip() == "", (address, left.stdout)
+
+
 def solo(name: str, provider: str, quantity: int = 1, **spec: Any) -> dict[str, Any]:
     return {"apiVersion": API_VERSION, "kind": "ClusterLaunch", "metadata": {"name": name},
             "spec": {"provider": provider, **spec, "roles": [
@@ -259,16 +272,12 @@ def test_the_next_tenant_finds_each_machine_as_it_was_before_the_last(
                                   "/etc/ssh/sshd_config.d/50-oneclick.conf")
         assert user_key in during.stdout and "# BEGIN oneclick" in during.stdout, during
 
-    delete(kubeconfig, namespace, first)
-    wait_all_free(lab, kubeconfig)
-    for address in lab.addresses:
-        assert snapshot(lab, address) == before[address], address
-        # What the image's role scripts started and wrote went too (its uninstall.d): no
-        # Slurm daemon listens, no home is mounted from the old head node, no munge key.
-        left = lab.ssh(address, "ss -Hltn '( sport = :6817 or sport = :6818 )'; "
-                                "findmnt -t fuse.sshfs,nfs,nfs4 --noheadings; "
-                                "ls /etc/munge/munge.key /etc/slurm/slurm.conf 2>/dev/null")
-        assert left.stdout.strip() == "", (address, left.stdout)
+    # What the image's role scripts started and wrote went too (its uninstall.d): no Slurm
+    # daemon listens, no home is mounted from the old head node, no munge key.
+    given_back(lab, kubeconfig, namespace, first, before,
+               "ss -Hltn '( sport = :6817 or sport = :6818 )'; "
+               "findmnt -t fuse.sshfs,nfs,nfs4 --noheadings; "
+               "ls /etc/munge/munge.key /etc/slurm/slurm.conf 2>/dev/null")
 
     # The next launch brings no keys of its own: none of the first one's is left to trust.
     second = create(kubeconfig, namespace, solo("after", "lab", quantity=3))
@@ -480,14 +489,10 @@ def test_machines_with_only_python3_and_sshd_get_the_agent_from_the_broker(
     # Deleted: what the launch put there (bootstrap, occ-boot, the fetched agent and its
     # unpacked libraries, the copy it uninstalled with) and what the agent installed is gone,
     # and so are its processes.
-    delete(kubeconfig, namespace, name)
-    wait_all_free(lab, kubeconfig)
+    given_back(lab, kubeconfig, namespace, name, before,
+               "ls -A /var/lib/oneclick; ls /var/log/oneclick-agent.log; "
+               "ls -d /tmp/tmp.*/occ-agent.pyz; ss -Hltn '( sport = :6817 or sport = :6818 )'")
     for address in lab.addresses:
-        assert snapshot(lab, address) == before[address], address
-        left = lab.ssh(address, "ls -A /var/lib/oneclick; ls /var/log/oneclick-agent.log; "
-                                "ls -d /tmp/tmp.*/occ-agent.pyz; "
-                                "ss -Hltn '( sport = :6817 or sport = :6818 )'")
-        assert left.stdout.strip() == "", (address, left.stdout)
         for pid in sessions[address]:
             assert lab.ssh(address, f"kill -0 {pid}").returncode != 0, (address, pid)
 
