@@ -13,8 +13,7 @@ class Model(BaseModel):
         alias_generator=to_camel,
         populate_by_name=True,
         extra="forbid",
-        use_attribute_docstrings=True,  # a field's docstring is its description in the CRD
-    )
+    )  # (a field's docstring is its description in the schemas: api.jsonschema)
 
     def wire(self) -> dict[str, Any]:
         """The JSON-ready form the API server and the broker speak (camelCase, no nulls)."""
