@@ -3,8 +3,10 @@ its own (real files, a real metadata server on loopback, real ssh-keygen)."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -106,3 +108,17 @@ def test_an_image_with_keys_keeps_its_own(tmp_path: Path) -> None:
                     str(ssh / "ssh_host_ecdsa_key")], check=True)
     keys = hostkeys.ensure(tmp_path)
     assert {k.split()[0] for k in keys} == {"ecdsa-sha2-nistp256", "ssh-ed25519", "ssh-rsa"}
+
+
+def test_the_agent_starts_without_what_only_the_operator_and_the_schemas_need() -> None:
+    """A member pays for the agent's imports at every boot: not for httpx's command line
+    (installed here, with the CLI's rich), nor for reading the models' source for field
+    descriptions that only the CRDs and the OpenAPI document carry."""
+    probe = ("import sys, linecache, oneclick.agent.main\n"
+             "assert linecache.cache == {}, sorted(linecache.cache)\n"
+             "print(sorted({'click', 'rich', 'pygments', 'kopf', 'kubernetes'} & {"
+             "name.split('.')[0] for name in sys.modules}))")
+    shown = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                           check=True)
+    assert shown.stdout.strip() == "[]", shown
+    assert importlib.util.find_spec("rich") is not None  # (so that check means something)
