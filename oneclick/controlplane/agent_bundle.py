@@ -18,24 +18,28 @@ Linux here); the bundle says so and refuses another interpreter with a clear mes
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
+import os
 import platform
 import shutil
 import subprocess
 import sys
 import tempfile
+import time
 import zipfile
 from pathlib import Path
 
 from oneclick import __version__
-from oneclick.controlplane.binaries import cache_root
+from oneclick.controlplane.binaries import cache_root, file_lock
 
 REPO = Path(__file__).resolve().parents[2]
 PACKAGE = REPO / "oneclick"
 CONSTRAINTS = REPO / "hack" / "constraints.txt"
 LIBRARIES = ("pydantic", "httpx", "cryptography")  # what the agent installs with
 CARRIED = ("__init__.py", "api", "agent")  # of oneclick/
+UNUSED_FOR = 7 * 24 * 3600.0  # seconds a bundle of other sources is kept after its last use
 
 MAIN = '''"""oneclick-agent: unpack once (per bundle digest), then run occ-agent."""
 import os, shutil, stat, sys, tempfile, zipfile
@@ -143,10 +147,27 @@ def bundle_path() -> Path:
 
 
 def build(log: bool = True) -> Path:
-    """The bundle for these sources (built once, then found in the cache)."""
+    """The bundle for these sources (built once, then found in the cache). One build at a
+    time (test workers, `occ dev up` and CI on one machine); bundles of other sources are
+    left alone until unused for UNUSED_FOR (another checkout may be serving one)."""
     target = bundle_path()
-    if target.exists():
-        return target
+    with file_lock(target.parent):
+        if not target.exists():
+            _build(target, log)
+        os.utime(target)  # (used now: see _prune)
+        _prune(target.parent, keep=target)
+    return target
+
+
+def _prune(directory: Path, keep: Path) -> None:
+    stale = time.time() - UNUSED_FOR
+    for old in directory.glob("oneclick-agent-*.pyz"):
+        with contextlib.suppress(OSError):
+            if old != keep and old.stat().st_mtime < stale:
+                old.unlink()
+
+
+def _build(target: Path, log: bool) -> None:
     if log:
         print(f"building {target.name} (cached afterwards) ...", file=sys.stderr, flush=True)
     with tempfile.TemporaryDirectory() as work:
@@ -175,15 +196,10 @@ def build(log: bool = True) -> Path:
                 bundle=target.name, digest=digest.hexdigest()[:16], python=python_tag()))
             for path in payload:
                 archive.write(path, path.relative_to(work).as_posix())
-        target.parent.mkdir(parents=True, exist_ok=True)
         staged = target.with_suffix(".tmp")
         staged.write_bytes(buffer.getvalue())
         staged.chmod(0o755)
         staged.replace(target)
-    for old in target.parent.glob("oneclick-agent-*.pyz"):
-        if old != target:
-            old.unlink(missing_ok=True)
-    return target
 
 
 def main() -> None:

@@ -269,3 +269,24 @@ def bootstrap_of(local_state: Path, namespace: str) -> Bootstrap | None:
             if written.exists() and written.stat().st_size:
                 return Bootstrap.model_validate_json(written.read_text())
     return None
+
+
+def test_a_build_leaves_the_bundles_other_checkouts_use_and_prunes_forgotten_ones(
+        bundle: Path) -> None:
+    """Two checkouts (or CI and a developer) build bundles of different sources on one
+    machine: a build deletes neither's, only one nobody has used for a week."""
+    in_use = bundle.with_name("oneclick-agent-0.0.0-0123456789ab.pyz")
+    forgotten = bundle.with_name("oneclick-agent-0.0.0-ba9876543210.pyz")
+    for other in (in_use, forgotten):
+        other.write_bytes(b"another checkout's bundle")
+    long_ago = time.time() - agent_bundle.UNUSED_FOR - 3600
+    os.utime(forgotten, (long_ago, long_ago))
+    os.utime(bundle, (long_ago, long_ago))  # (this one's last use was long ago too)
+    try:
+        assert agent_bundle.build(log=False) == bundle
+        assert in_use.exists()
+        assert not forgotten.exists()
+        assert bundle.stat().st_mtime > long_ago + 3600  # (the build used it: kept)
+    finally:
+        in_use.unlink(missing_ok=True)
+        forgotten.unlink(missing_ok=True)
