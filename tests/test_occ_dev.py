@@ -73,6 +73,12 @@ def _walk_through(first: subprocess.CompletedProcess[str], tmp_path: Path,
     again = occ("dev", "up", env=env)
     assert again.returncode == 0 and "reusing control plane" in again.stderr
     assert again.stdout.strip() == str(kubeconfig)
+    assert "note:" not in again.stderr, again.stderr
+    # Reused, a controller keeps serving what it served: asked otherwise, occ dev up says so.
+    otherwise = occ("dev", "up", "--no-agent", env=env)
+    assert otherwise.returncode == 0, otherwise.stderr
+    assert f"note: it serves the agent file {served} (--no-agent was asked for)" in (
+        otherwise.stderr), otherwise.stderr
 
     state = json.loads((tmp_path / "oneclick" / "dev" / "state.json").read_text())
     pids = [state[key] for key in ("etcd_pid", "apiserver_pid", "controller_manager_pid")]
@@ -98,6 +104,29 @@ def test_the_agent_file_occ_dev_up_serves(tmp_path: Path,
     monkeypatch.setenv("OCC_AGENT_BUNDLE", str(tmp_path / "mine.pyz"))
     assert devcontroller.agent_file(tmp_path) == tmp_path / "mine.pyz"
     assert not served.exists()
+
+
+def test_a_reused_controller_that_serves_an_older_agent_is_named(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("OCC_AGENT_BUNDLE", raising=False)
+    served = devcontroller.agent_file(tmp_path)
+    assert served is not None
+    record = {"file": str(served), "sha256": hashlib.sha256(served.read_bytes()).hexdigest(),
+              "build": agent_bundle.bundle_path().name}
+    (tmp_path / devcontroller.SERVED).write_text(json.dumps(record))
+    assert devcontroller.agent_differs(tmp_path) is None
+    assert devcontroller.agent_differs(tmp_path, serve=False) == (
+        f"it serves the agent file {served} (--no-agent was asked for)")
+    # Started before this checkout's sources changed: its copy is of another build.
+    (tmp_path / devcontroller.SERVED).write_text(json.dumps(
+        {**record, "build": "oneclick-agent-0.1.0-000000000000.pyz"}))
+    differs = devcontroller.agent_differs(tmp_path)
+    assert differs is not None and "have changed since" in differs, differs
+    # Started with --no-agent, asked for the agent now.
+    (tmp_path / devcontroller.SERVED).write_text(json.dumps({"file": "", "sha256": "",
+                                                              "build": ""}))
+    assert devcontroller.agent_differs(tmp_path) == (
+        "it serves no agent file (it was started with --no-agent)")
 
 
 @contextlib.contextmanager

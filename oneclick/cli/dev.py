@@ -82,6 +82,11 @@ def up(controller: bool | None, with_node: bool, serve_agent: bool) -> None:
             click.echo(f"it serves the agent file {served} to members whose image has none"
                        if served else "it serves no agent file (--no-agent): only images "
                        "that carry the agent can launch", err=True)
+        elif plane.workdir is not None and (
+                differs := devcontroller.agent_differs(plane.workdir, serve_agent)):
+            click.echo(f"note: {differs}. To change that, stop the controller (kill "
+                       f"{state['pid']}: its launches carry on, though members still booting "
+                       f"expect the file they were told of) and run occ dev up again", err=True)
     click.echo(f"kubeconfig: {plane.kubeconfig}", err=True)
     click.echo('use it with kubectl: eval "$(occ dev env)"', err=True)
     click.echo(str(plane.kubeconfig))

@@ -7,14 +7,16 @@ after a crash must listen where they look.
 
 It serves the single-file agent (oneclick-agent.pyz, built from these sources and cached:
 oneclick/controlplane/agent_bundle.py) to members whose image has none, from a copy in the
-workdir (AGENT: the cache keeps only the newest build, which a later one removes), unless
-OCC_AGENT_BUNDLE already names a file or it is asked not to.
+workdir (AGENT: a controller that runs serves one file, whatever is built meanwhile), unless
+OCC_AGENT_BUNDLE already names a file or it is asked not to. SERVED records which it serves, so
+that `occ dev up` can say when the controller it reuses serves another.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import os
 import random
@@ -37,6 +39,7 @@ NAMESPACE = "oneclick-system"
 STATE = "controller.json"  # the running controller: its pid and ports (gone when it stops)
 PORTS = "ports.json"  # the ports, chosen once per control plane
 AGENT = "oneclick-agent.pyz"  # the agent file the broker serves (its copy for this controller)
+SERVED = "controller-agent.json"  # the agent file the running controller serves, and its digest
 SERVES = {"broker_port": "the context broker", "metrics_port": "the metrics endpoint",
           "health_port": "the liveness endpoint"}
 
@@ -186,6 +189,42 @@ def agent_file(workdir: Path, serve: bool = True) -> Path | None:
     return served
 
 
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _record_served(workdir: Path, served: Path | None) -> None:
+    """What a controller started now serves: the file, its digest, and the build of this
+    checkout it is a copy of (if it is one)."""
+    build = agent_bundle.bundle_path().name if served == workdir / AGENT else ""
+    (workdir / SERVED).write_text(json.dumps({
+        "file": str(served or ""), "sha256": _sha256(served) if served else "", "build": build}))
+
+
+def agent_differs(workdir: Path, serve: bool = True) -> str | None:
+    """For the controller that runs in `workdir`: how the agent file it serves differs from
+    what `occ dev up` was asked for now (None: it does not, or it is not known)."""
+    try:
+        record = json.loads((workdir / SERVED).read_text())
+    except (OSError, ValueError):
+        return None
+    wanted = served_agent(workdir, serve)
+    serving = record.get("file") or ""
+    if wanted is None:
+        return f"it serves the agent file {serving} (--no-agent was asked for)" if serving else None
+    if not serving:
+        return "it serves no agent file (it was started with --no-agent)"
+    if wanted == workdir / AGENT:
+        if record.get("build") != agent_bundle.bundle_path().name:
+            return (f"it serves the agent built from this checkout's sources as they were "
+                    f"when it started ({serving}, sha256 {record.get('sha256', '')[:12]}), "
+                    f"and they have changed since")
+        return None
+    if str(wanted) != serving or not wanted.is_file() or _sha256(wanted) != record.get("sha256"):
+        return f"it serves the agent file {serving}, not OCC_AGENT_BUNDLE's {wanted} as it is now"
+    return None
+
+
 def start(plane: ControlPlane, agent: bool = True) -> tuple[dict[str, int], bool]:
     """Start the controller for `plane` unless it runs already; True when it was started.
     `agent`: it serves the agent file (agent_file)."""
@@ -204,6 +243,7 @@ def start(plane: ControlPlane, agent: bool = True) -> tuple[dict[str, int], bool
     ports = kept_ports(plane.workdir)
     check_free(ports, plane.workdir / PORTS)
     served = agent_file(plane.workdir, agent)
+    _record_served(plane.workdir, served)
     asyncio.run(prepare())
     state = dict(ports)
     env = {**os.environ, "KUBECONFIG": str(plane.kubeconfig), "OCC_NAMESPACE": NAMESPACE,
@@ -261,4 +301,5 @@ def stop(plane: ControlPlane, timeout: float = 120.0) -> None:
     else:
         os.kill(state["pid"], signal.SIGKILL)
     (plane.workdir / STATE).unlink()
+    (plane.workdir / SERVED).unlink(missing_ok=True)
 
