@@ -87,27 +87,25 @@ def test_a_file_that_is_not_a_bootstrap_is_refused_clearly(tmp_path: Path) -> No
 
 def test_host_keys_are_made_once_and_kept(tmp_path: Path) -> None:
     keys = hostkeys.ensure(tmp_path)
-    assert sorted(k.split()[0] for k in keys) == ["ssh-ed25519", "ssh-rsa"]
-    for kind in ("ed25519", "rsa"):
+    assert sorted(k.split()[0] for k in keys) == ["ecdsa-sha2-nistp256", "ssh-ed25519"]
+    for kind, bits in (("ed25519", "256"), ("ecdsa", "256")):
         private = tmp_path / "etc/ssh" / f"ssh_host_{kind}_key"
         assert private.stat().st_mode & 0o777 == 0o600
         fingerprint = subprocess.run(["ssh-keygen", "-l", "-f", str(private)],
                                      capture_output=True, text=True, check=True).stdout
-        assert kind.upper() in fingerprint
-    rsa = str(tmp_path / "etc/ssh/ssh_host_rsa_key")
-    rsa_bits = subprocess.run(["ssh-keygen", "-l", "-f", rsa], capture_output=True, text=True,
-                              check=True).stdout.split()[0]
-    assert rsa_bits == "3072"
+        assert kind.upper() in fingerprint and fingerprint.split()[0] == bits, fingerprint
     assert hostkeys.ensure(tmp_path) == keys  # a second boot keeps them
 
 
 def test_an_image_with_keys_keeps_its_own(tmp_path: Path) -> None:
     ssh = tmp_path / "etc/ssh"
     ssh.mkdir(parents=True)
-    subprocess.run(["ssh-keygen", "-q", "-t", "ecdsa", "-N", "", "-f",
-                    str(ssh / "ssh_host_ecdsa_key")], check=True)
+    subprocess.run(["ssh-keygen", "-q", "-t", "rsa", "-b", "3072", "-N", "", "-f",
+                    str(ssh / "ssh_host_rsa_key")], check=True)
+    own = (ssh / "ssh_host_rsa_key").read_bytes()
     keys = hostkeys.ensure(tmp_path)
     assert {k.split()[0] for k in keys} == {"ecdsa-sha2-nistp256", "ssh-ed25519", "ssh-rsa"}
+    assert (ssh / "ssh_host_rsa_key").read_bytes() == own
 
 
 def test_the_agent_starts_without_what_only_the_operator_and_the_schemas_need() -> None:

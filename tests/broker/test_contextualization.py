@@ -93,7 +93,7 @@ def test_three_agents_contextualize_and_configure_themselves(
         assert status["identity"]["hostname"] == short(name)
         assert status["identity"]["addresses"] == [ADDRESSES[name]]
         keys = {k.split()[0] for k in status["identity"]["sshHostKeys"]}
-        assert {"ssh-ed25519", "ssh-rsa"} <= keys
+        assert {"ssh-ed25519", "ecdsa-sha2-nistp256"} <= keys
         assert status["report"]["ok"] is True
         types = {c["type"]: c["status"] for c in status["conditions"]}
         assert types["IdentityProvided"] == "True" and types["Contextualized"] == "True"

@@ -40,7 +40,7 @@ mkfifo /run/occ-agent.ready || exit 1
   --hostname {hostname} --address {address} --follow --ready-fd 3 3>/run/occ-agent.ready &
 agent=$!
 exec 4</run/occ-agent.ready
-until [ -s /etc/ssh/ssh_host_rsa_key.pub ] || ! kill -0 $agent 2>/dev/null; do sleep 0.05; done
+until [ -s /etc/ssh/ssh_host_ecdsa_key.pub ] || ! kill -0 $agent 2>/dev/null; do sleep 0.05; done
 {sshd} -D -e -o PidFile=none 4<&- &
 sshd=$!
 read ready <&4 || echo "occ-agent ended before the member was configured"
