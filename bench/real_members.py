@@ -13,7 +13,8 @@ that require each other (every member learns every other: /etc/hosts, host-based
 Prints one JSON line per run: seconds from the create to each milestone (every member
 launched, running, identified, contextualized; the launch Ready), the failures (must be 0),
 the controller's CPU seconds and peak memory, and the members' CPU (what each member's boot
-ran and waited for: its agent's first pass, key generation, role scripts).
+ran and waited for: its agent's first pass, key generation, role scripts), and the member
+whose identity came last with its agent's log until then.
 """
 
 from __future__ import annotations
@@ -64,6 +65,24 @@ def document(name: str, size: int) -> dict[str, Any]:
     return launch
 
 
+def last_identified(state: Path, launch: str) -> dict[str, Any]:
+    """The member whose agent sent its identity last, and its agent's log until then (what
+    the tail of a launch waited for: a slow boot, a retry)."""
+    latest: tuple[str, str, list[str]] = ("", "", [])
+    for record in state.glob("instances/*/instance.json"):
+        instance = json.loads(record.read_text())
+        if not instance["member"].startswith(f"{launch}-"):
+            continue
+        log = record.parent / "root" / "var" / "log" / "oneclick-agent.log"
+        lines = log.read_text(errors="replace").splitlines() if log.is_file() else []
+        until = next((i for i, line in enumerate(lines) if " identity: " in line), len(lines))
+        when = lines[until].split()[0] if until < len(lines) else "~"  # (~: never; sorts last)
+        if when > latest[1]:
+            latest = (instance["member"], when, lines[:until + 1])
+    member, when, lines = latest
+    return {"member": member, "at": when, "agent_log": lines[-12:]}
+
+
 async def one_run(kube: KubeClient, state: Path, controller_pid: int, size: int,
                   name: str) -> dict[str, Any]:
     cpu_before = cpu_seconds(controller_pid)
@@ -85,12 +104,14 @@ async def one_run(kube: KubeClient, state: Path, controller_pid: int, size: int,
                 milestones[milestone] = now
     milestones["ready"] = round(time.perf_counter() - started, 2)
     members_cpu = members_cpu_seconds(state, name)
+    last = last_identified(state, name)
     result = {
         "members": size, "phase": phase, "seconds": milestones,
         "failed": counts.get("failed", 0) + (0 if phase == "Ready" else 1),
         "controller_cpu_s": round(cpu_seconds(controller_pid) - cpu_before, 1),
         "controller_peak_mib": round(peak_mib(controller_pid), 1),
         "members_cpu_s": round(members_cpu, 1),
+        "last_identified": last,
     }
     await kube.delete(custom_path("ClusterLaunch", NAMESPACE, name))
     deadline = time.monotonic() + 300
