@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from oneclick import controlplane
@@ -158,13 +158,14 @@ async def apiserver_writes(kube: KubeClient, resource: str) -> int:
     return total
 
 
-def _host_key(key: ed25519.Ed25519PrivateKey | rsa.RSAPrivateKey) -> str:
+def _host_key(key: ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey) -> str:
     """A real public key line: the broker parses host keys as strictly as ssh does."""
     return key.public_key().public_bytes(Encoding.OpenSSH, PublicFormat.OpenSSH).decode()
 
 
+# The kinds a real agent makes (agent/hostkeys.py).
 ED25519 = _host_key(ed25519.Ed25519PrivateKey.generate())
-RSA = _host_key(rsa.generate_private_key(public_exponent=65537, key_size=3072))
+ECDSA = _host_key(ec.generate_private_key(ec.SECP256R1()))
 
 
 @dataclass
@@ -203,7 +204,7 @@ class SimulatedAgents:
             await client.provide_identity(Identity(
                 hostname=member["metadata"]["name"][:63],
                 fqdn=f"{member['metadata']['name'][:63]}.{bootstrap.domain}",
-                addresses=[member["status"]["addresses"][0]], ssh_host_keys=[ED25519, RSA]))
+                addresses=[member["status"]["addresses"][0]], ssh_host_keys=[ED25519, ECDSA]))
             await client.context(wait=30)
             await client.report(Report(ok=True, message="contextualized"))
 

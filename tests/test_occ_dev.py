@@ -122,6 +122,11 @@ def test_a_reused_controller_that_serves_an_older_agent_is_named(
         {**record, "build": "oneclick-agent-0.1.0-000000000000.pyz"}))
     differs = devcontroller.agent_differs(tmp_path)
     assert differs is not None and "have changed since" in differs, differs
+    # Started serving a file OCC_AGENT_BUNDLE named, that the environment names no more.
+    (tmp_path / devcontroller.SERVED).write_text(json.dumps(
+        {**record, "file": str(tmp_path / "mine.pyz"), "build": ""}))
+    assert devcontroller.agent_differs(tmp_path) == (
+        f"it serves the agent file {tmp_path / 'mine.pyz'}, not {served}")
     # Started with --no-agent, asked for the agent now.
     (tmp_path / devcontroller.SERVED).write_text(json.dumps({"file": "", "sha256": "",
                                                               "build": ""}))

@@ -11,7 +11,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
 # Two kinds, as OpenSSH's clients prefer them. No RSA: a 3072-bit key takes 25 to 300 ms of
 # CPU to make (a member's first boot, on the critical path of its launch), an ECDSA P-256 key
-# well under one; every OpenSSH client since 5.7 (2011) accepts ECDSA host keys.
+# well under one; every OpenSSH client since 5.7 (2011) accepts ECDSA host keys. Made in this
+# order: the local provider's init starts sshd once the last one is there.
 KEY_TYPES = ("ed25519", "ecdsa")
 
 

@@ -13,7 +13,7 @@ class Model(BaseModel):
         alias_generator=to_camel,
         populate_by_name=True,
         extra="forbid",
-    )  # (a field's docstring is its description in the schemas: api.jsonschema)
+    )  # (a field's docstring is its description in the schemas: api.docstrings)
 
     def wire(self) -> dict[str, Any]:
         """The JSON-ready form the API server and the broker speak (camelCase, no nulls)."""

@@ -19,7 +19,7 @@ from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import core_schema, to_jsonable_python
 
 from oneclick.api import GROUP, VERSION
-from oneclick.api.jsonschema import DescribedFields
+from oneclick.api.docstrings import WithFieldDocstrings
 from oneclick.api.launch import ClusterLaunchSpec, ClusterLaunchStatus
 from oneclick.api.member import LaunchMemberSpec, LaunchMemberStatus
 
@@ -29,7 +29,7 @@ CHART_CRD_DIR = CRD_DIR.parent / "charts" / "oneclick" / "crds"
 CATEGORY = "oneclick"
 
 
-class _WithFactoryDefaults(DescribedFields):
+class _WithFactoryDefaults(WithFieldDocstrings):
     """Also write defaults that come from a default_factory (lists, nested models)."""
 
     def default_schema(self, schema: core_schema.WithDefaultSchema) -> JsonSchemaValue:

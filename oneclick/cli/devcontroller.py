@@ -190,7 +190,10 @@ def agent_file(workdir: Path, serve: bool = True) -> Path | None:
 
 
 def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return ""  # (unreadable now: the broker says so to whoever asks for it)
 
 
 def _record_served(workdir: Path, served: Path | None) -> None:
@@ -208,21 +211,20 @@ def agent_differs(workdir: Path, serve: bool = True) -> str | None:
         record = json.loads((workdir / SERVED).read_text())
     except (OSError, ValueError):
         return None
+    if not isinstance(record, dict):
+        return None
+    serving, sha256, build = (str(record.get(k) or "") for k in ("file", "sha256", "build"))
     wanted = served_agent(workdir, serve)
-    serving = record.get("file") or ""
     if wanted is None:
         return f"it serves the agent file {serving} (--no-agent was asked for)" if serving else None
     if not serving:
         return "it serves no agent file (it was started with --no-agent)"
-    if wanted == workdir / AGENT:
-        if record.get("build") != agent_bundle.bundle_path().name:
-            return (f"it serves the agent built from this checkout's sources as they were "
-                    f"when it started ({serving}, sha256 {record.get('sha256', '')[:12]}), "
-                    f"and they have changed since")
-        return None
-    if str(wanted) != serving or not wanted.is_file() or _sha256(wanted) != record.get("sha256"):
-        return f"it serves the agent file {serving}, not OCC_AGENT_BUNDLE's {wanted} as it is now"
-    return None
+    if wanted != Path(serving):
+        return f"it serves the agent file {serving}, not {wanted}"
+    if wanted == workdir / AGENT and build != agent_bundle.bundle_path().name:
+        return (f"it serves the agent built from this checkout's sources as they were when it "
+                f"started ({serving}, sha256 {sha256[:12]}), and they have changed since")
+    return None  # (OCC_AGENT_BUNDLE's file: the broker serves it as it is now)
 
 
 def start(plane: ControlPlane, agent: bool = True) -> tuple[dict[str, int], bool]:

@@ -149,13 +149,15 @@ def bundle_path() -> Path:
 def build(log: bool = True) -> Path:
     """The bundle for these sources (built once, then found in the cache). One build at a
     time (test workers, `occ dev up` and CI on one machine); bundles of other sources are
-    left alone until unused for UNUSED_FOR (another checkout may be serving one)."""
+    left alone until unused for UNUSED_FOR (another checkout may build from them again)."""
     target = bundle_path()
-    with file_lock(target.parent):
-        if not target.exists():
-            _build(target, log)
-        os.utime(target)  # (used now: see _prune)
-        _prune(target.parent, keep=target)
+    if not target.exists():
+        with file_lock(target.parent):
+            if not target.exists():
+                _build(target, log)
+    with contextlib.suppress(OSError):  # (a cache this user may read but not write)
+        os.utime(target)  # used now: _prune keeps it
+    _prune(target.parent, keep=target)
     return target
 
 

@@ -124,12 +124,13 @@ def file_lock(directory: Path) -> Iterator[None]:
     """One build at a time in `directory` (parallel test workers, a CLI and CI on one
     machine), held through `directory/build.lock`."""
     directory.mkdir(parents=True, exist_ok=True)
-    with open(directory / "build.lock", "w") as lock:
+    # (O_NOFOLLOW and no truncation: a link planted there opens nothing and empties nothing)
+    lock = os.open(directory / "build.lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    try:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+        yield
+    finally:
+        os.close(lock)  # (closing releases the lock)
 
 
 def _build_lock() -> AbstractContextManager[None]:

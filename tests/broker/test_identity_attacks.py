@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from oneclick.api import API_VERSION, PAUSED
 from oneclick.controller.providers.local import DOMAIN as LOCAL_DOMAIN
@@ -30,15 +30,17 @@ SPEC = {"roles": [{"name": "solo", "image": "base-cluster", "quantity": 2}],
         "hostsFile": True, "sshHostBased": True, "domain": "cluster.test"}
 
 
-def _public(key: ed25519.Ed25519PrivateKey | rsa.RSAPrivateKey) -> str:
+def _public(key: ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
+            ) -> str:
     return key.public_key().public_bytes(serialization.Encoding.OpenSSH,
                                          serialization.PublicFormat.OpenSSH).decode()
 
 
 ED25519 = _public(ed25519.Ed25519PrivateKey.generate())
-RSA = _public(rsa.generate_private_key(public_exponent=65537, key_size=2048))
+ECDSA = _public(ec.generate_private_key(ec.SECP256R1()))  # (the agent's two kinds, and an
+RSA = _public(rsa.generate_private_key(public_exponent=65537, key_size=2048))  # image's own)
 HONEST = {"hostname": "solo-0", "fqdn": "solo-0.cluster.test", "addresses": ["127.30.0.1"],
-          "sshHostKeys": [ED25519, RSA]}
+          "sshHostKeys": [ED25519, ECDSA, RSA]}
 
 # (field the broker must name, the forged value, what it would do if it got through)
 HOSTNAMES = [
@@ -88,6 +90,13 @@ ADDRESSES = [
     ("addresses[0]", "pypi.org", "a name"),
 ]
 _RSA_BLOB = RSA.split()[1]
+
+
+def _ssh_strings(*fields: bytes) -> bytes:
+    """SSH's wire format: each field its length (4 bytes), then itself."""
+    return b"".join(len(f).to_bytes(4, "big") + f for f in fields)
+
+
 KEYS = [
     ("sshHostKeys[0]", f"{ED25519}\n@cert-authority * {ED25519}",
      "its key trusted as a CA for every host"),
@@ -98,6 +107,11 @@ KEYS = [
     ("sshHostKeys[0]", "ssh-ed25519 " + base64.b64encode(b"\0\0\0\x0bssh-ed25519\0\0\0\x02xx")
      .decode(), "an ed25519 key of two bytes"),
     ("sshHostKeys[0]", f"{ED25519} \x1b]0;pwned\x07\x1b[2J", "escape sequences as a comment"),
+    ("sshHostKeys[0]", "ecdsa-sha2-nistp256 " + _public(ec.generate_private_key(ec.SECP384R1()))
+     .split()[1], "a P-384 key under the P-256 type"),
+    ("sshHostKeys[0]", "ecdsa-sha2-nistp256 " + base64.b64encode(
+        _ssh_strings(b"ecdsa-sha2-nistp256", b"nistp256", b"\x04" + b"\x01" * 64)).decode(),
+     "a point that is not on the curve"),
 ]
 
 

@@ -7,7 +7,7 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
-from oneclick.api.jsonschema import DescribedFields
+from oneclick.api.docstrings import WithFieldDocstrings
 from oneclick.api.protocol import (
     PROTOCOL_HEADER,
     PROTOCOL_VERSION,
@@ -27,7 +27,7 @@ def document() -> dict[str, Any]:
     models: list[type[BaseModel]] = [Identity, Report, Context, Pending, Problem]
     refs, schemas = models_json_schema(
         [(m, "validation") for m in models], by_alias=True,
-        ref_template="#/components/schemas/{model}", schema_generator=DescribedFields,
+        ref_template="#/components/schemas/{model}", schema_generator=WithFieldDocstrings,
     )
     ref = {m: refs[(m, "validation")] for m in models}
 

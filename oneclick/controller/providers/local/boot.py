@@ -11,6 +11,8 @@ import stat
 import sys
 from pathlib import Path
 
+from oneclick.agent import hostkeys
+
 NAMESPACED_INIT = """#!/bin/sh
 # Boot of local member {member}, inside its own network, mount and UTS namespaces.
 set -u
@@ -40,7 +42,9 @@ mkfifo /run/occ-agent.ready || exit 1
   --hostname {hostname} --address {address} --follow --ready-fd 3 3>/run/occ-agent.ready &
 agent=$!
 exec 4</run/occ-agent.ready
-until [ -s /etc/ssh/ssh_host_ecdsa_key.pub ] || ! kill -0 $agent 2>/dev/null; do sleep 0.05; done
+until [ -s /etc/ssh/ssh_host_{last_key}_key.pub ] || ! kill -0 $agent 2>/dev/null; do
+  sleep 0.05
+done
 {sshd} -D -e -o PidFile=none 4<&- &
 sshd=$!
 read ready <&4 || echo "occ-agent ended before the member was configured"
@@ -116,5 +120,6 @@ def init_script(*, namespaced: bool, member: str, hostname: str, address: str, r
     if not namespaced:
         return LOOPBACK_INIT.format(**values)
     return NAMESPACED_INIT.format(sshd=sshd, reload_sshd=RELOAD_SSHD, id=instance,
+                                  last_key=hostkeys.KEY_TYPES[-1],  # (the agent's last made)
                                   etc_work=ETC_WORK, bound=" ".join(BOUND),
                                   keep=" ".join(agent_paths()), **values)
