@@ -25,7 +25,7 @@ from pydantic_core import core_schema
 def field_docstrings(model: type[BaseModel]) -> dict[str, str]:
     """The docstring under each field of `model`, by field name: a class's own docstring for
     a field wins over its bases'. A class whose source cannot be read (made at run time, a
-    parametrised generic) adds none."""
+    parametrised generic, nested where dedent cannot parse it) adds none."""
     found: dict[str, str] = {}
     for cls in reversed(model.__mro__):
         if not issubclass(cls, BaseModel) or cls is BaseModel:
@@ -41,14 +41,9 @@ def field_docstrings(model: type[BaseModel]) -> dict[str, str]:
 
 def _class_definition(cls: type) -> ast.ClassDef | None:
     try:
-        source = inspect.getsource(cls)
-    except (OSError, TypeError):
+        statements = ast.parse(textwrap.dedent(inspect.getsource(cls))).body
+    except (OSError, TypeError, SyntaxError):  # (no source, or one dedent cannot make whole)
         return None
-    try:
-        statements = ast.parse(textwrap.dedent(source)).body
-    except SyntaxError:  # (a nested class whose strings reach column 0: dedent cannot)
-        wrapped = ast.parse("if True:\n" + source).body[0]
-        statements = wrapped.body if isinstance(wrapped, ast.If) else []
     definition = statements[0] if statements else None
     return definition if isinstance(definition, ast.ClassDef) else None
 
@@ -67,8 +62,9 @@ class WithFieldDocstrings(GenerateJsonSchema):
                 continue
             alias = (info.serialization_alias if self.mode == "serialization"
                      else info.validation_alias)
-            key = name if not self.by_alias else alias if isinstance(alias, str) else (
-                info.alias or name)
+            if not isinstance(alias, str):  # (AliasPath, AliasChoices: the plain alias names it)
+                alias = info.alias
+            key = (alias or name) if self.by_alias else name
             if key in properties and "description" not in properties[key]:
                 properties[key]["description"] = doc
         return json_schema

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import json
 import os
 import random
@@ -39,7 +38,7 @@ NAMESPACE = "oneclick-system"
 STATE = "controller.json"  # the running controller: its pid and ports (gone when it stops)
 PORTS = "ports.json"  # the ports, chosen once per control plane
 AGENT = "oneclick-agent.pyz"  # the agent file the broker serves (its copy for this controller)
-SERVED = "controller-agent.json"  # the agent file the running controller serves, and its digest
+SERVED = "controller-agent.json"  # the agent file the running controller serves, and its build
 SERVES = {"broker_port": "the context broker", "metrics_port": "the metrics endpoint",
           "health_port": "the liveness endpoint"}
 
@@ -189,19 +188,11 @@ def agent_file(workdir: Path, serve: bool = True) -> Path | None:
     return served
 
 
-def _sha256(path: Path) -> str:
-    try:
-        return hashlib.sha256(path.read_bytes()).hexdigest()
-    except OSError:
-        return ""  # (unreadable now: the broker says so to whoever asks for it)
-
-
 def _record_served(workdir: Path, served: Path | None) -> None:
-    """What a controller started now serves: the file, its digest, and the build of this
-    checkout it is a copy of (if it is one)."""
+    """What a controller started now serves: the file, and the build of this checkout it is a
+    copy of (if it is one)."""
     build = agent_bundle.bundle_path().name if served == workdir / AGENT else ""
-    (workdir / SERVED).write_text(json.dumps({
-        "file": str(served or ""), "sha256": _sha256(served) if served else "", "build": build}))
+    (workdir / SERVED).write_text(json.dumps({"file": str(served or ""), "build": build}))
 
 
 def agent_differs(workdir: Path, serve: bool = True) -> str | None:
@@ -213,7 +204,7 @@ def agent_differs(workdir: Path, serve: bool = True) -> str | None:
         return None
     if not isinstance(record, dict):
         return None
-    serving, sha256, build = (str(record.get(k) or "") for k in ("file", "sha256", "build"))
+    serving, build = (str(record.get(k) or "") for k in ("file", "build"))
     wanted = served_agent(workdir, serve)
     if wanted is None:
         return f"it serves the agent file {serving} (--no-agent was asked for)" if serving else None
@@ -223,7 +214,7 @@ def agent_differs(workdir: Path, serve: bool = True) -> str | None:
         return f"it serves the agent file {serving}, not {wanted}"
     if wanted == workdir / AGENT and build != agent_bundle.bundle_path().name:
         return (f"it serves the agent built from this checkout's sources as they were when it "
-                f"started ({serving}, sha256 {sha256[:12]}), and they have changed since")
+                f"started ({serving}, {build}), and they have changed since")
     return None  # (OCC_AGENT_BUNDLE's file: the broker serves it as it is now)
 
 

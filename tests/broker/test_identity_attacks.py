@@ -104,7 +104,7 @@ KEYS = [
     ("sshHostKeys[0]", f"ssh-dss {_RSA_BLOB}", "a type no host key should have"),
     ("sshHostKeys[0]", "ssh-ed25519 AAAA$$$not-base64", "data that is not base64"),
     ("sshHostKeys[0]", f"ssh-ed25519 {_RSA_BLOB}", "base64 of another type's key"),
-    ("sshHostKeys[0]", "ssh-ed25519 " + base64.b64encode(b"\0\0\0\x0bssh-ed25519\0\0\0\x02xx")
+    ("sshHostKeys[0]", "ssh-ed25519 " + base64.b64encode(_ssh_strings(b"ssh-ed25519", b"xx"))
      .decode(), "an ed25519 key of two bytes"),
     ("sshHostKeys[0]", f"{ED25519} \x1b]0;pwned\x07\x1b[2J", "escape sequences as a comment"),
     ("sshHostKeys[0]", "ecdsa-sha2-nistp256 " + _public(ec.generate_private_key(ec.SECP384R1()))
