@@ -62,6 +62,12 @@ rm -f /etc/ssh/sshd_config.d/50-oneclick.conf /etc/ssh/ssh_config.d/50-oneclick.
 rm -rf /var/lib/oneclick/* /var/log/oneclick-agent.log
 """
 
+# What of a base cluster's batch system could be left on a machine given back: a Slurm daemon
+# that listens, a home mounted from the old head node, its munge key or configuration.
+BATCH_LEFTOVERS = ("ss -Hltn '( sport = :6817 or sport = :6818 )'; "
+                   "findmnt -t fuse.sshfs,nfs,nfs4 --noheadings; "
+                   "ls /etc/munge/munge.key /etc/slurm/slurm.conf 2>/dev/null")
+
 SNAPSHOT = f"""
 for f in {" ".join(TOUCHED)}; do
   echo "== $f $(stat -c %a "$f" 2>/dev/null || echo absent)"; base64 "$f" 2>/dev/null || true
@@ -256,6 +262,10 @@ def test_a_base_cluster_on_my_own_machines(lab: Lab, kubeconfig: Path, namespace
     for address in lab.addresses:
         left = lab.ssh(address, "ls -A /var/lib/oneclick; ls /var/log/oneclick-agent.log")
         assert left.returncode != 0 and left.stdout.strip() == "", left.stdout
+        # Nor does its batch system run on: slurmd, started a second time while the first
+        # was still starting, once served on with no pid file to stop it by.
+        left = lab.ssh(address, BATCH_LEFTOVERS)
+        assert left.stdout.strip() == "", (address, left.stdout)
 
 
 def test_the_next_tenant_finds_each_machine_as_it_was_before_the_last(
@@ -274,10 +284,7 @@ def test_the_next_tenant_finds_each_machine_as_it_was_before_the_last(
 
     # What the image's role scripts started and wrote went too (its uninstall.d): no Slurm
     # daemon listens, no home is mounted from the old head node, no munge key.
-    given_back(lab, kubeconfig, namespace, first, before,
-               "ss -Hltn '( sport = :6817 or sport = :6818 )'; "
-               "findmnt -t fuse.sshfs,nfs,nfs4 --noheadings; "
-               "ls /etc/munge/munge.key /etc/slurm/slurm.conf 2>/dev/null")
+    given_back(lab, kubeconfig, namespace, first, before, BATCH_LEFTOVERS)
 
     # The next launch brings no keys of its own: none of the first one's is left to trust.
     second = create(kubeconfig, namespace, solo("after", "lab", quantity=3))

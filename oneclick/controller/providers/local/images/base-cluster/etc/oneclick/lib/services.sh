@@ -9,8 +9,16 @@ own_machine() {
   [ "$(cd "${OCC_ROOT:-/}" && pwd -P)" = / ]
 }
 
+STARTING=10  # seconds a daemon started by hand may take to write its pid file
+
 with_systemd() {
   [ -d /run/systemd/system ]
+}
+
+# alive PID NAME: process PID is a NAME that has not ended (a zombie has, and holds nothing).
+alive() {
+  [ "$(cat "/proc/$1/comm" 2>/dev/null)" = "$2" ] &&
+    [ "$(sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | cut -c1)" != Z ]
 }
 
 # running PIDFILE NAME: the pid file names a live NAME process of this member. (Process ids
@@ -18,8 +26,7 @@ with_systemd() {
 # network namespace.)
 running() {
   pid=$(cat "$1" 2>/dev/null) || return 1
-  [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = "$2" ] &&
-    [ "/proc/$pid/ns/net" -ef /proc/self/ns/net ]
+  alive "$pid" "$2" && [ "/proc/$pid/ns/net" -ef /proc/self/ns/net ]
 }
 
 # wait_for SECONDS WHAT COMMAND...: until COMMAND succeeds, or fail saying what never happened.
@@ -36,17 +43,35 @@ wait_for() {
   done
 }
 
-not_running() {
-  ! running "$@"
+ended() {
+  ! alive "$@"
 }
 
-# stop PIDFILE NAME: stop that daemon if it runs here, and wait until it has.
+# stop PIDFILE NAME: stop that daemon if it runs here, and wait until its process has ended,
+# not only its pid file (slurmd removes that first, and holds its port a while longer). A pid
+# file that names no daemon is left alone: its daemon may be writing it this moment.
 stop() {
-  if running "$1" "$2"; then
-    kill "$(cat "$1")"
-    wait_for 30 "$2 to stop" not_running "$1" "$2"
-  fi
+  running "$1" "$2" || return 0
+  stopping=$pid
+  kill "$stopping"
+  wait_for 30 "$2 to stop" ended "$stopping" "$2"
   rm -f "$1"
+}
+
+# stop_all NAME: stop every NAME process of this member, whether a pid file names it or not
+# (one started as its agent was killed has not written its own yet), and wait until each has
+# ended; one that ignores the request is killed.
+stop_all() {
+  for comm in /proc/[0-9]*/comm; do
+    stopping=${comm#/proc/} && stopping=${stopping%/comm}
+    if alive "$stopping" "$1" && [ "/proc/$stopping/ns/net" -ef /proc/self/ns/net ]; then
+      kill "$stopping" 2>/dev/null || true
+      if ! wait_for 20 "$1 to stop" ended "$stopping" "$1" 2>/dev/null; then
+        kill -KILL "$stopping" 2>/dev/null || true
+        wait_for 5 "$1 to end" ended "$stopping" "$1"
+      fi
+    fi
+  done
 }
 
 # restart UNIT PIDFILE NAME COMMAND...: (re)start a daemon; COMMAND starts it by hand (it
@@ -60,6 +85,10 @@ restart() {
   fi
   stop "$pidfile" "$name"
   "$@" </dev/null >/dev/null 2>&1
+  # It has detached, and writes its pid file once it serves (one that ends first never does):
+  # until then a check would find it not running, and start another.
+  deadline=$(($(date +%s) + STARTING))
+  until running "$pidfile" "$name" || [ "$(date +%s)" -ge "$deadline" ]; do sleep 0.1; done
 }
 
 # stale PIDFILE NAME CONFIG...: the daemon does not run, or a CONFIG file changed since it

@@ -1,0 +1,130 @@
+"""The base cluster image starts its daemons by hand where there is no systemd (a member of the
+local provider, a machine of the ssh provider's pool without it): its lib/services.sh starts,
+restarts and stops them by their pid files. A daemon detaches at once but writes its pid file
+only once it serves, and on a stop removes it before it lets go of its port (slurmd does both).
+Here `lazyd` does the same, and each call is the one the role and uninstall scripts make."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from oneclick.controlplane.local import free_port
+
+SERVICES = (Path(__file__).parents[2] / "oneclick/controller/providers/local/images"
+            / "base-cluster/etc/oneclick/lib/services.sh")
+
+LAZYD = """#!{python}
+import os, signal, socket, sys, time
+pidfile, port, starts = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+with open(starts, "a") as log:
+    log.write("started\\n")
+if os.fork():
+    os._exit(0)  # detached: whoever started it goes on
+os.setsid()
+time.sleep(0.3)  # its plugins load
+server = socket.socket()
+try:
+    server.bind(("127.0.0.1", port))
+except OSError:
+    sys.exit(1)  # "Unable to bind listen port": another one serves
+server.listen()
+
+def stop(*_):
+    os.unlink(pidfile)
+    time.sleep(0.5)  # its threads finish: the port is still held
+    sys.exit(0)
+
+signal.signal(signal.SIGTERM, stop)
+with open(pidfile, "w") as named:
+    named.write(f"{{os.getpid()}}\\n")
+while True:
+    time.sleep(60)
+"""
+
+
+@dataclass
+class Daemon:
+    command: str  # what starts it, for the scripts
+    pidfile: Path
+    port: int
+    starts: Path  # a line each time it was started
+
+    def services(self, script: str) -> subprocess.CompletedProcess[str]:
+        """Run `script` as the role and uninstall scripts do: with services.sh sourced."""
+        return subprocess.run(["sh", "-ec", f". {SERVICES}\n{script}"], capture_output=True,
+                              text=True, timeout=60, check=False)
+
+    def processes(self) -> list[int]:
+        """The lazyd processes that run (not ended)."""
+        found = []
+        for entry in Path("/proc").iterdir():
+            try:
+                if (entry.name.isdigit() and (entry / "comm").read_text().strip() == "lazyd"
+                        and str(self.pidfile) in (entry / "cmdline").read_text()
+                        and (entry / "stat").read_text().rpartition(")")[2].split()[0] != "Z"):
+                    found.append(int(entry.name))
+            except OSError:
+                continue  # ended while looked at
+        return found
+
+
+@pytest.fixture
+def lazyd(tmp_path: Path) -> Iterator[Daemon]:
+    program = tmp_path / "lazyd"
+    program.write_text(LAZYD.format(python=sys.executable))
+    program.chmod(0o755)
+    pidfile, starts, port = tmp_path / "lazyd.pid", tmp_path / "starts", free_port()
+    daemon = Daemon(f"{program} {pidfile} {port} {starts}", pidfile, port, starts)
+    yield daemon
+    for pid in daemon.processes():
+        os.kill(pid, signal.SIGKILL)
+
+
+def port_free(port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def test_a_daemon_looked_for_right_after_its_start_is_not_started_twice(lazyd: Daemon) -> None:
+    # What restarts.d/batch-server does: start slurmd, then start it again while it does not
+    # run. A second start removed the first one's pid file as it was written: a slurmd that
+    # nothing could find to stop served on after the launch.
+    ran = lazyd.services(f"restart lazyd {lazyd.pidfile} lazyd {lazyd.command}\n"
+                         f"running {lazyd.pidfile} lazyd || "
+                         f"restart lazyd {lazyd.pidfile} lazyd {lazyd.command}")
+    assert ran.returncode == 0, ran.stderr
+    assert lazyd.starts.read_text().splitlines() == ["started"]
+    assert lazyd.processes() == [int(lazyd.pidfile.read_text())]
+
+
+def test_a_stopped_daemon_has_let_go_of_its_port(lazyd: Daemon) -> None:
+    # A restart starts the new one right after the stop: it must find the port free.
+    ran = lazyd.services(f"restart lazyd {lazyd.pidfile} lazyd {lazyd.command}\n"
+                         f"stop {lazyd.pidfile} lazyd")
+    assert ran.returncode == 0, ran.stderr
+    assert port_free(lazyd.port)
+    assert lazyd.processes() == [] and not lazyd.pidfile.exists()
+
+
+def test_the_uninstall_stops_a_daemon_that_has_not_named_itself_yet(lazyd: Daemon) -> None:
+    # The agent was killed (its machine given back) just after it started the daemon: the
+    # uninstall runs before the daemon writes its pid file.
+    ran = lazyd.services(f"{lazyd.command} </dev/null >/dev/null 2>&1\nstop_all lazyd")
+    assert ran.returncode == 0, ran.stderr
+    time.sleep(0.6)  # (when it would have written its pid file)
+    assert lazyd.processes() == [] and not lazyd.pidfile.exists()
+    assert port_free(lazyd.port)
