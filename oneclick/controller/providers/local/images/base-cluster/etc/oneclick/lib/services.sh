@@ -21,9 +21,9 @@ alive() {
     [ "$(sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | cut -c1)" != Z ]
 }
 
-# running PIDFILE NAME: the pid file names a live NAME process of this member. (Process ids
-# are the machine's: a stale file may name another member's process, which has another
-# network namespace.)
+# running PIDFILE NAME: the pid file names a live NAME process of this member, left in $pid.
+# (Process ids are the machine's: a stale file may name another member's process, which has
+# another network namespace.)
 running() {
   pid=$(cat "$1" 2>/dev/null) || return 1
   alive "$pid" "$2" && [ "/proc/$pid/ns/net" -ef /proc/self/ns/net ]
@@ -63,6 +63,7 @@ stop() {
 # ended; one that ignores the request is killed.
 stop_all() {
   for comm in /proc/[0-9]*/comm; do
+    read -r named 2>/dev/null < "$comm" && [ "$named" = "$1" ] || continue  # (no fork each)
     stopping=${comm#/proc/} && stopping=${stopping%/comm}
     if alive "$stopping" "$1" && [ "/proc/$stopping/ns/net" -ef /proc/self/ns/net ]; then
       kill "$stopping" 2>/dev/null || true
