@@ -11,6 +11,8 @@ own_machine() {
 
 STARTING=10  # seconds a daemon started by hand may take to write its pid file
 
+# (Functions keep their variables `local`: sh has only globals, and these call each other.)
+
 with_systemd() {
   [ -d /run/systemd/system ]
 }
@@ -31,7 +33,7 @@ running() {
 
 # wait_for SECONDS WHAT COMMAND...: until COMMAND succeeds, or fail saying what never happened.
 wait_for() {
-  seconds=$1 what=$2
+  local seconds=$1 what=$2 deadline
   shift 2
   deadline=$(($(date +%s) + seconds))
   until "$@"; do
@@ -51,41 +53,56 @@ ended() {
 # not only its pid file (slurmd removes that first, and holds its port a while longer). A pid
 # file that names no daemon is left alone: its daemon may be writing it this moment.
 stop() {
+  local stopping
   running "$1" "$2" || return 0
   stopping=$pid
-  kill "$stopping"
+  kill "$stopping" 2>/dev/null || true
   wait_for 30 "$2 to stop" ended "$stopping" "$2"
   rm -f "$1"
 }
 
-# stop_all NAME: stop every NAME process of this member, whether a pid file names it or not
-# (one started as its agent was killed has not written its own yet), and wait until each has
-# ended; one that ignores the request is killed.
+# stop_all NAME: stop every NAME process that `restart` started here, whether a pid file names
+# it or not, and wait until they have ended; one that ignores the request is killed. A NAME
+# process of the machine's own (no OCC_DAEMON=NAME in its environment) is left alone.
 stop_all() {
+  local comm named found="" stopping
   for comm in /proc/[0-9]*/comm; do
     read -r named 2>/dev/null < "$comm" && [ "$named" = "$1" ] || continue  # (no fork each)
     stopping=${comm#/proc/} && stopping=${stopping%/comm}
-    if alive "$stopping" "$1" && [ "/proc/$stopping/ns/net" -ef /proc/self/ns/net ]; then
+    if [ "/proc/$stopping/ns/net" -ef /proc/self/ns/net ] &&
+        tr '\0' '\n' 2>/dev/null < "/proc/$stopping/environ" | grep -qx "OCC_DAEMON=$1"; then
       kill "$stopping" 2>/dev/null || true
-      if ! wait_for 20 "$1 to stop" ended "$stopping" "$1" 2>/dev/null; then
-        kill -KILL "$stopping" 2>/dev/null || true
-        wait_for 5 "$1 to end" ended "$stopping" "$1"
-      fi
+      found="$found $stopping"
+    fi
+  done
+  for stopping in $found; do  # (all asked first: the waits overlap)
+    if ! wait_for 20 "$1 to stop" ended "$stopping" "$1" 2>/dev/null; then
+      kill -KILL "$stopping" 2>/dev/null || true
+      wait_for 5 "$1 to end" ended "$stopping" "$1"
     fi
   done
 }
 
+# stop_for_good PIDFILE NAME: what an uninstall does, so that no NAME of the launch runs on:
+# stop the daemon of PIDFILE, then every other NAME process `restart` started (the ssh provider
+# kills the agent, then uninstalls: one it started that moment has not named itself yet).
+stop_for_good() {
+  stop "$1" "$2"
+  stop_all "$2"
+  rm -f "$1"
+}
+
 # restart UNIT PIDFILE NAME COMMAND...: (re)start a daemon; COMMAND starts it by hand (it
-# detaches: its output goes to its own log, not to the agent).
+# detaches: its output goes to its own log, not to the agent). Fails if COMMAND does.
 restart() {
-  unit=$1 pidfile=$2 name=$3
+  local unit=$1 pidfile=$2 name=$3 deadline
   shift 3
   if with_systemd; then
     systemctl restart "$unit"
     return
   fi
   stop "$pidfile" "$name"
-  "$@" </dev/null >/dev/null 2>&1
+  OCC_DAEMON=$name "$@" </dev/null >/dev/null 2>&1 || return  # (stop_all knows it by that)
   # It has detached, and writes its pid file once it serves (one that ends first never does):
   # until then a check would find it not running, and start another.
   deadline=$(($(date +%s) + STARTING))
@@ -95,7 +112,7 @@ restart() {
 # stale PIDFILE NAME CONFIG...: the daemon does not run, or a CONFIG file changed since it
 # started (its pid file is as old as it is).
 stale() {
-  pidfile=$1 name=$2
+  local pidfile=$1 name=$2 config
   shift 2
   running "$pidfile" "$name" || return 0
   for config in "$@"; do
