@@ -11,7 +11,8 @@ own_machine() {
 
 STARTING=10  # seconds a daemon started by hand may take to write its pid file
 
-# (Functions keep their variables `local`: sh has only globals, and these call each other.)
+# (Functions keep their variables `local`: sh has only globals, and these call each other.
+# Declared apart from their values: an older dash splits the words of `local a=$1`.)
 
 with_systemd() {
   [ -d /run/systemd/system ]
@@ -33,7 +34,8 @@ running() {
 
 # wait_for SECONDS WHAT COMMAND...: until COMMAND succeeds, or fail saying what never happened.
 wait_for() {
-  local seconds=$1 what=$2 deadline
+  local seconds what deadline
+  seconds=$1 what=$2
   shift 2
   deadline=$(($(date +%s) + seconds))
   until "$@"; do
@@ -95,7 +97,8 @@ stop_for_good() {
 # restart UNIT PIDFILE NAME COMMAND...: (re)start a daemon; COMMAND starts it by hand (it
 # detaches: its output goes to its own log, not to the agent). Fails if COMMAND does.
 restart() {
-  local unit=$1 pidfile=$2 name=$3 deadline
+  local unit pidfile name deadline
+  unit=$1 pidfile=$2 name=$3
   shift 3
   if with_systemd; then
     systemctl restart "$unit"
@@ -112,7 +115,8 @@ restart() {
 # stale PIDFILE NAME CONFIG...: the daemon does not run, or a CONFIG file changed since it
 # started (its pid file is as old as it is).
 stale() {
-  local pidfile=$1 name=$2 config
+  local pidfile name config
+  pidfile=$1 name=$2
   shift 2
   running "$pidfile" "$name" || return 0
   for config in "$@"; do
