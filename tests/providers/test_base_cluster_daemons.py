@@ -28,11 +28,11 @@ SERVICES = (Path(__file__).parents[2] / "oneclick/controller/providers/local/ima
 LAZYD = """#!{python}
 import os, signal, socket, sys, time
 pidfile, port, starts = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-with open(starts, "a") as log:
-    log.write("started\\n")
 if os.fork():
     os._exit(0)  # detached: whoever started it goes on
 os.setsid()
+with open(starts, "a") as log:
+    log.write("started\\n")
 time.sleep(1)  # its plugins load
 server = socket.socket()
 try:
