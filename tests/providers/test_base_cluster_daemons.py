@@ -72,6 +72,11 @@ class Daemon:
     def sourced(self) -> str:
         return f". {SERVICES}\nwith_systemd() {{ false; }}"
 
+    @property
+    def restart(self) -> str:
+        """How the role scripts (re)start it."""
+        return f"restart {self.name} {self.pidfile} {self.name} {self.command}"
+
     def processes(self) -> list[int]:
         """Its processes that run (not ended)."""
         found = []
@@ -111,9 +116,8 @@ def test_a_daemon_looked_for_right_after_its_start_is_not_started_twice(lazyd: D
     # What restarts.d/batch-server does: start slurmd, then start it again while it does not
     # run. A second start removed the first one's pid file as it was written: a slurmd that
     # nothing could find to stop served on after the launch.
-    ran = lazyd.services(f"restart {lazyd.name} {lazyd.pidfile} {lazyd.name} {lazyd.command}\n"
-                         f"running {lazyd.pidfile} {lazyd.name} || "
-                         f"restart {lazyd.name} {lazyd.pidfile} {lazyd.name} {lazyd.command}")
+    ran = lazyd.services(f"{lazyd.restart}\n"
+                         f"running {lazyd.pidfile} {lazyd.name} || {lazyd.restart}")
     assert ran.returncode == 0, ran.stderr
     assert lazyd.starts.read_text().splitlines() == ["started"]
     assert lazyd.processes() == [int(lazyd.pidfile.read_text())]
@@ -121,8 +125,7 @@ def test_a_daemon_looked_for_right_after_its_start_is_not_started_twice(lazyd: D
 
 def test_a_stopped_daemon_has_let_go_of_its_port(lazyd: Daemon) -> None:
     # A restart starts the new one right after the stop: it must find the port free.
-    ran = lazyd.services(f"restart {lazyd.name} {lazyd.pidfile} {lazyd.name} {lazyd.command}\n"
-                         f"stop {lazyd.pidfile} {lazyd.name}")
+    ran = lazyd.services(f"{lazyd.restart}\nstop {lazyd.pidfile} {lazyd.name}")
     assert ran.returncode == 0, ran.stderr
     assert port_free(lazyd.port)
     assert lazyd.processes() == [] and not lazyd.pidfile.exists()
@@ -132,8 +135,8 @@ def test_the_uninstall_stops_a_daemon_that_has_not_named_itself_yet(lazyd: Daemo
     # The machine is given back just as its agent started the daemon: the ssh provider kills
     # the agent's session, then uninstalls, before the daemon writes its pid file.
     agent = subprocess.Popen(
-        ["sh", "-ec", f"{lazyd.sourced}\nrestart {lazyd.name} {lazyd.pidfile} {lazyd.name} "
-                      f"{lazyd.command}"], start_new_session=True, stdout=subprocess.DEVNULL)
+        ["sh", "-ec", f"{lazyd.sourced}\n{lazyd.restart}"], start_new_session=True,
+        stdout=subprocess.DEVNULL)
     wait_until(lambda: lazyd.starts.exists(), timeout=10, what="the daemon started")
     os.killpg(agent.pid, signal.SIGKILL)
     agent.wait()

@@ -86,8 +86,9 @@ stop_all() {
 }
 
 # stop_for_good PIDFILE NAME: what an uninstall does, so that no NAME of the launch runs on:
-# stop the daemon of PIDFILE, then every other NAME process `restart` started (the ssh provider
-# kills the agent, then uninstalls: one it started that moment has not named itself yet).
+# stop the daemon of PIDFILE (marked or not: one started before these scripts marked theirs),
+# then every other NAME process `restart` started (the ssh provider kills the agent, then
+# uninstalls: one it started that moment has not named itself yet).
 stop_for_good() {
   stop "$1" "$2"
   stop_all "$2"
